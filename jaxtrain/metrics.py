@@ -1,0 +1,101 @@
+"""Metrics: TensorBoard events, a console progress line, and an atomically written summary.json."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, Mapping):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if hasattr(value, "to_dict"):
+    return _jsonable(value.to_dict())
+  if isinstance(value, (np.generic, np.ndarray)) or type(value).__module__.startswith("jax"):
+    value = np.asarray(value)
+    return value.item() if value.ndim == 0 else value.tolist()
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  return value
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Writes JSON to a temporary file in the same folder, then renames it over ``path``."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def format_duration(seconds: float) -> str:
+  seconds = max(0, int(round(seconds)))
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class Progress:
+  """Console progress: a bar that redraws in place on a terminal, plain lines otherwise.
+
+  ``update(done, **metrics)`` reports ``done`` of ``total`` units; rate and ETA are measured from
+  the first update so compilation time is not counted in the rate.
+  """
+
+  def __init__(self, total: int, desc: str = "", unit: str = "step", every_s: float = 5.0,
+               stream=None, start: int = 0):
+    self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
+    self.stream = stream or sys.stderr
+    self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+    self._t0 = None
+    self._done0 = start
+    self._last_print = -math.inf
+
+  def rate(self, done: int) -> float:
+    if self._t0 is None or done <= self._done0:
+      return float("nan")
+    return (done - self._done0) / max(time.perf_counter() - self._t0, 1e-9)
+
+  def line(self, done: int, **metrics: float) -> str:
+    rate = self.rate(done)
+    eta = (self.total - done) / rate if rate == rate and rate > 0 else float("nan")
+    parts = [f"{self.desc} " if self.desc else "", f"{done}/{self.total} {self.unit}s"]
+    if self.tty:
+      width = 20
+      filled = int(width * done / max(self.total, 1))
+      parts.insert(1, "[" + "#" * filled + "." * (width - filled) + "] ")
+    if rate == rate:
+      parts.append(f" | {rate:.2f} {self.unit}s/s | ETA {format_duration(eta)}")
+    for k, v in metrics.items():
+      parts.append(f" | {k} {float(v):.4g}")
+    return "".join(parts)
+
+  def update(self, done: int, force: bool = False, **metrics: float) -> None:
+    now = time.perf_counter()
+    if self._t0 is None:
+      self._t0, self._done0 = now, done
+    if not force and done < self.total and now - self._last_print < self.every_s:
+      return
+    self._last_print = now
+    text = self.line(done, **metrics)
+    if self.tty:
+      self.stream.write("\r" + text + ("\n" if done >= self.total else ""))
+    else:
+      self.stream.write(text + "\n")
+    self.stream.flush()
