@@ -1,0 +1,1 @@
+"""jaxbrain: BrainMAE pretraining, fine-tuning and evaluation on fMRI ROI time series."""
