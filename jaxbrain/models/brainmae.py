@@ -1,0 +1,541 @@
+"""BrainMAE (Yang et al., arXiv 2406.17086) in Flax NNX.
+
+Input windows are ``x`` float32 [B, S, N, L]: S segments of L frames each, for N ROIs. Pretraining masks,
+independently for every segment, exactly ``round(mask_ratio * N)`` ROIs and reconstructs their signals.
+
+Pipeline:
+  cell tokens (L -> d, masked cells replaced by a mask token) + ROI embedding e_n
+  -> transient-state encoder over the ROIs of each segment (SG-TSE: graph-attention blocks; AG-TSE:
+     self-attention blocks then a graph-attention block); graph attention weights come from the ROI
+     embeddings only, softmax_j(q(e_i).k(e_j)/sqrt(dh)), self-loops removed, keys restricted to the
+     visible ROIs of the segment (renormalised)
+  -> segment state = pooling over visible ROI tokens -> transformer over segments -> contextual states
+  -> light decoder per (segment, ROI): token + contextual state + ROI embedding, graph attention, -> L.
+
+Parameters carry logical axis names (``out_sharding`` metadata, no eager sharding) from
+``LOGICAL_AXES``; the engine maps them to mesh axes with its rules.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+
+# Logical axis names used by the parameters of this module.
+LOGICAL_AXES = ("embed", "mlp", "heads", "kv", "roi", "seg", "seg_len", "vocab")
+
+_NEG = -1e9  # finite "minus infinity" for masked logits (keeps fully masked rows NaN-free)
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """Model section of a training config (``config.model``) with the defaults."""
+  c = ml_collections.ConfigDict()
+  c.num_rois = 100          # N (Schaefer-100 in the paper)
+  c.seg_len = 21            # L frames per segment (15 s at TR 0.72 s)
+  c.num_segments = 8        # S, the maximum number of segments per window (temporal positions)
+  c.embed_dim = 256         # d
+  c.num_heads = 8
+  c.tse = "sg"              # 'sg' (graph-attention blocks) or 'ag' (self-attention + graph attention)
+  c.tse_depth = 3
+  c.encoder_depth = 2       # transformer blocks over segments
+  c.decoder_dim = 128
+  c.decoder_depth = 1
+  c.decoder_heads = 4
+  c.mlp_ratio = 4.0
+  c.dropout = 0.0
+  c.mask_ratio = 0.5
+  c.pooling = "mean"        # segment state: 'mean' over visible ROI tokens or 'attention'
+  c.embedding_attention = True   # ablation False: attention from token features (self-attention)
+  c.roi_embedding = "learned"    # ablation 'fixed': sinusoidal positional embeddings
+  c.self_loops = False           # ablation True: keep the diagonal of the graph attention
+  c.dtype = "float32"            # compute dtype ('bfloat16' on TPU); parameters stay float32
+  return c
+
+
+def _check_config(c: ml_collections.ConfigDict) -> None:
+  def bad(field: str, what: str):
+    raise ValueError(f"config.model.{field}={c[field]!r}: expected {what}")
+  for f in ("num_rois", "seg_len", "num_segments", "embed_dim", "num_heads", "tse_depth",
+            "decoder_dim", "decoder_depth", "decoder_heads"):
+    if not isinstance(c[f], int) or c[f] < 1:
+      bad(f, "a positive integer")
+  if not isinstance(c.encoder_depth, int) or c.encoder_depth < 0:
+    bad("encoder_depth", "a non-negative integer")
+  if c.embed_dim % c.num_heads:
+    bad("embed_dim", f"a multiple of num_heads={c.num_heads}")
+  if c.decoder_dim % c.decoder_heads:
+    bad("decoder_dim", f"a multiple of decoder_heads={c.decoder_heads}")
+  if c.tse not in ("sg", "ag"):
+    bad("tse", "'sg' or 'ag'")
+  if c.pooling not in ("mean", "attention"):
+    bad("pooling", "'mean' or 'attention'")
+  if c.roi_embedding not in ("learned", "fixed"):
+    bad("roi_embedding", "'learned' or 'fixed'")
+  if not 0.0 <= float(c.mask_ratio) < 1.0 or num_masked(c.num_rois, c.mask_ratio) >= c.num_rois:
+    bad("mask_ratio", f"a ratio in [0, 1) leaving at least one of num_rois={c.num_rois} visible")
+  if not 0.0 <= float(c.dropout) < 1.0:
+    bad("dropout", "a rate in [0, 1)")
+  if c.mlp_ratio <= 0:
+    bad("mlp_ratio", "a positive number")
+  if c.dtype not in ("float32", "bfloat16", "float16"):
+    bad("dtype", "'float32', 'bfloat16' or 'float16'")
+
+
+# ----------------------------------------------------------------------------------------------
+# Masking and loss
+# ----------------------------------------------------------------------------------------------
+
+def num_masked(num_rois: int, mask_ratio: float) -> int:
+  """Masked ROIs per segment: round(mask_ratio * num_rois), halves rounded up."""
+  return int(math.floor(float(mask_ratio) * num_rois + 0.5))
+
+
+def random_mask(rng: Array, batch: int, num_segments: int, num_rois: int, mask_ratio: float) -> Array:
+  """Segment-wise ROI mask, bool [batch, S, N], True = masked; exactly round(ratio*N) per segment."""
+  k = num_masked(num_rois, mask_ratio)
+  if not 0 <= k < num_rois:
+    raise ValueError(f"mask_ratio={mask_ratio!r} masks {k} of {num_rois} ROIs; at least one must stay visible")
+  u = jax.random.uniform(rng, (batch, num_segments, num_rois))
+  ranks = jnp.argsort(jnp.argsort(u, axis=-1), axis=-1)
+  return ranks < k
+
+
+def masked_mse(recon: Array, x: Array, mask: Array | None) -> Array:
+  """Mean squared error over the masked (segment, ROI) cells (all cells if mask is None)."""
+  err = jnp.square(recon.astype(jnp.float32) - x.astype(jnp.float32))
+  if mask is None:
+    return jnp.mean(err)
+  w = mask.astype(jnp.float32)[..., None]
+  return jnp.sum(err * w) / jnp.maximum(jnp.sum(w) * x.shape[-1], 1.0)
+
+
+def pretrain_loss(model: "BrainMAE", batch: dict, rng: Array) -> tuple[Array, dict]:
+  """Masked-reconstruction loss, ``loss_fn(model, batch, rng)`` for the engine.
+
+  The mask and the dropout keys both come from ``rng``. With mask_ratio = 0 (the plain autoencoder
+  ablation) the loss covers every cell.
+  """
+  x = batch["x"]
+  b, s, n, _ = x.shape
+  mask_rng, drop_rng = jax.random.split(rng)
+  ratio = model.config.mask_ratio
+  mask = random_mask(mask_rng, b, s, n, ratio)
+  recon = model(x, mask, deterministic=model.config.dropout == 0.0, rng=drop_rng)
+  loss = masked_mse(recon, x, mask if num_masked(n, ratio) > 0 else None)
+  metrics = {"loss": loss, "mask_fraction": jnp.mean(mask.astype(jnp.float32))}
+  if num_masked(n, ratio) > 0:
+    metrics["mse_visible"] = masked_mse(recon, x, ~mask)
+  return loss, metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------
+
+def _param(rngs: nnx.Rngs, init: Callable, shape: tuple, names: tuple) -> nnx.Param:
+  return nnx.Param(init(rngs.params(), shape, jnp.float32), out_sharding=names, eager_sharding=False)
+
+
+_kernel_init = nnx.initializers.xavier_uniform()
+_embed_init = nnx.initializers.truncated_normal(0.02)
+_zeros = nnx.initializers.zeros_init()
+_ones = nnx.initializers.ones_init()
+
+
+class _Dropper:
+  """Dropout with explicit keys: each call folds a fresh counter into the key (trace-time)."""
+
+  def __init__(self, rate: float, rng: Array | None, deterministic: bool):
+    self.rate = rate
+    self.rng = rng
+    self.active = (not deterministic) and rate > 0.0
+    if self.active and rng is None:
+      raise ValueError("dropout > 0 with deterministic=False needs rng=")
+    self.count = 0
+
+  def __call__(self, x: Array) -> Array:
+    if not self.active:
+      return x
+    self.count += 1
+    keep = jax.random.bernoulli(jax.random.fold_in(self.rng, self.count), 1.0 - self.rate, x.shape)
+    return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
+
+
+_NO_DROP = _Dropper(0.0, None, True)
+
+
+class Dense(nnx.Module):
+  """y = x W + b with logical axis names on W and b."""
+
+  def __init__(self, din: int, dout: int, names: tuple, *, rngs: nnx.Rngs, dtype: Any = jnp.float32,
+               use_bias: bool = True, kernel_init: Callable = _kernel_init):
+    self.kernel = _param(rngs, kernel_init, (din, dout), names)
+    self.bias = _param(rngs, _zeros, (dout,), (names[1],)) if use_bias else None
+    self.dtype = dtype
+
+  def __call__(self, x: Array) -> Array:
+    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm over the last axis, statistics in float32."""
+
+  def __init__(self, dim: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32, eps: float = 1e-6):
+    self.scale = _param(rngs, _ones, (dim,), ("embed",))
+    self.bias = _param(rngs, _zeros, (dim,), ("embed",))
+    self.dtype = dtype
+    self.eps = eps
+
+  def __call__(self, x: Array) -> Array:
+    x32 = x.astype(jnp.float32)
+    mu = jnp.mean(x32, -1, keepdims=True)
+    var = jnp.mean(jnp.square(x32 - mu), -1, keepdims=True)
+    y = (x32 - mu) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
+    return y.astype(self.dtype)
+
+
+class Mlp(nnx.Module):
+  def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, dtype: Any):
+    self.fc1 = Dense(dim, hidden, ("embed", "mlp"), rngs=rngs, dtype=dtype)
+    self.fc2 = Dense(hidden, dim, ("mlp", "embed"), rngs=rngs, dtype=dtype)
+
+  def __call__(self, x: Array, drop: _Dropper = _NO_DROP) -> Array:
+    return drop(self.fc2(drop(jax.nn.gelu(self.fc1(x)))))
+
+
+def _masked_softmax(logits: Array, key_valid: Array | None) -> Array:
+  """softmax over the last axis restricted to valid keys; rows without a valid key are all zero."""
+  logits = logits.astype(jnp.float32)
+  if key_valid is None:
+    return jax.nn.softmax(logits, axis=-1)
+  p = jax.nn.softmax(jnp.where(key_valid, logits, _NEG), axis=-1)
+  return p * key_valid
+
+
+class GraphAttention(nnx.Module):
+  """Region-aware graph attention over the N ROI tokens of each segment.
+
+  Weights A[h, i, j] = softmax_j(q_h(e_i) . k_h(e_j) / sqrt(dh)) come from the ROI embeddings e
+  (``embedding_attention=True``) or from the tokens themselves (ablation: plain self-attention).
+  Self-loops are removed unless ``self_loops``; keys are restricted to visible ROIs and renormalised.
+  The weights mix value projections of the tokens; an output projection follows.
+  """
+
+  def __init__(self, dim: int, emb_dim: int, num_heads: int, *, embedding_attention: bool,
+               self_loops: bool, rngs: nnx.Rngs, dtype: Any = jnp.float32):
+    dh = dim // num_heads
+    qk_in = emb_dim if embedding_attention else dim
+    shape3 = lambda din: (din, num_heads, dh)  # noqa: E731
+    init3 = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0,
+                                              out_axis=(1, 2))
+    self.wq = _param(rngs, init3, shape3(qk_in), ("embed", "heads", "kv"))
+    self.wk = _param(rngs, init3, shape3(qk_in), ("embed", "heads", "kv"))
+    self.wv = _param(rngs, init3, shape3(dim), ("embed", "heads", "kv"))
+    init_o = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1),
+                                               out_axis=2)
+    self.wo = _param(rngs, init_o, (num_heads, dh, dim), ("heads", "kv", "embed"))
+    self.bo = _param(rngs, _zeros, (dim,), ("embed",))
+    self.num_heads, self.head_dim = num_heads, dh
+    self.embedding_attention = embedding_attention
+    self.self_loops = self_loops
+    self.dtype = dtype
+
+  def _logits(self, src: Array) -> Array:
+    """src [..., N, din] -> logits [..., H, N, N] (diagonal -> _NEG unless self_loops)."""
+    dt = self.dtype
+    q = jnp.einsum("...nd,dhk->...hnk", src.astype(dt), self.wq[...].astype(dt))
+    k = jnp.einsum("...nd,dhk->...hnk", src.astype(dt), self.wk[...].astype(dt))
+    logits = jnp.einsum("...hnk,...hmk->...hnm", q, k,
+                        preferred_element_type=jnp.float32) / math.sqrt(self.head_dim)
+    if not self.self_loops:
+      n = src.shape[-2]
+      logits = jnp.where(jnp.eye(n, dtype=bool), _NEG, logits)
+    return logits
+
+  def base_weights(self, emb: Array) -> Array:
+    """Embedding attention [H, N, N] before key restriction (rows sum to 1)."""
+    return jax.nn.softmax(self._logits(emb), axis=-1)
+
+  def weights(self, h: Array, emb: Array, visible: Array | None) -> Array:
+    """Effective weights [B, S, H, N, N]: rows sum to 1 over visible keys (for tests and plots)."""
+    if self.embedding_attention:
+      logits = jnp.broadcast_to(self._logits(emb), h.shape[:2] + (self.num_heads,) + (h.shape[2],) * 2)
+    else:
+      logits = self._logits(h)
+    valid = None if visible is None else visible[:, :, None, None, :]
+    return _masked_softmax(logits, valid)
+
+  def __call__(self, h: Array, emb: Array, visible: Array | None) -> Array:
+    """h [B, S, N, dim] tokens, emb [N, emb_dim], visible bool [B, S, N] or None -> [B, S, N, dim]."""
+    dt = self.dtype
+    v = jnp.einsum("bsnd,dhk->bsnhk", h.astype(dt), self.wv[...].astype(dt))
+    if self.embedding_attention:
+      # Shared [H, N, N] weights: renormalising over visible keys equals masking the softmax, so
+      # one big matmul A @ (vis * v) and a normaliser A @ vis replace per-segment softmaxes.
+      a = self.base_weights(emb)
+      if visible is None:
+        out = jnp.einsum("hnm,bsmhk->bsnhk", a.astype(dt), v)
+      else:
+        vis = visible.astype(dt)
+        num = jnp.einsum("hnm,bsmhk->bsnhk", a.astype(dt), v * vis[..., None, None])
+        den = jnp.einsum("hnm,bsm->bsnh", a, visible.astype(jnp.float32))
+        scale = jnp.where(den > 0, 1.0 / jnp.maximum(den, 1e-30), 0.0)
+        out = num * scale[..., None].astype(dt)
+    else:
+      p = self.weights(h, emb, visible)
+      out = jnp.einsum("bshnm,bsmhk->bsnhk", p.astype(dt), v)
+    y = jnp.einsum("bsnhk,hkd->bsnd", out, self.wo[...].astype(dt))
+    return y + self.bo[...].astype(dt)
+
+
+class SelfAttention(nnx.Module):
+  """Multi-head self-attention over axis -2 of [..., T, dim] with an optional key mask [..., T]."""
+
+  def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
+    dh = dim // num_heads
+    init3 = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0,
+                                              out_axis=(1, 2))
+    self.wqkv = _param(rngs, init3, (dim, 3, num_heads, dh), ("embed", None, "heads", "kv"))
+    init_o = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1),
+                                               out_axis=2)
+    self.wo = _param(rngs, init_o, (num_heads, dh, dim), ("heads", "kv", "embed"))
+    self.bo = _param(rngs, _zeros, (dim,), ("embed",))
+    self.head_dim = dh
+    self.dtype = dtype
+
+  def __call__(self, h: Array, key_valid: Array | None = None) -> Array:
+    dt = self.dtype
+    qkv = jnp.einsum("...td,dchk->c...htk", h.astype(dt), self.wqkv[...].astype(dt))
+    q, k, v = qkv[0], qkv[1], qkv[2]
+    logits = jnp.einsum("...htk,...hsk->...hts", q, k,
+                        preferred_element_type=jnp.float32) / math.sqrt(self.head_dim)
+    valid = None if key_valid is None else key_valid[..., None, None, :]
+    p = _masked_softmax(logits, valid).astype(dt)
+    out = jnp.einsum("...hts,...hsk->...thk", p, v)
+    return jnp.einsum("...thk,hkd->...td", out, self.wo[...].astype(dt)) + self.bo[...].astype(dt)
+
+
+class GraphBlock(nnx.Module):
+  """Pre-LN block: h + GraphAttention(LN h); h + MLP(LN h)."""
+
+  def __init__(self, dim: int, emb_dim: int, num_heads: int, mlp_ratio: float, *,
+               embedding_attention: bool, self_loops: bool, rngs: nnx.Rngs, dtype: Any):
+    self.norm1 = LayerNorm(dim, rngs=rngs, dtype=dtype)
+    self.attn = GraphAttention(dim, emb_dim, num_heads, embedding_attention=embedding_attention,
+                               self_loops=self_loops, rngs=rngs, dtype=dtype)
+    self.norm2 = LayerNorm(dim, rngs=rngs, dtype=dtype)
+    self.mlp = Mlp(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype)
+
+  def __call__(self, h: Array, emb: Array, visible: Array | None, drop: _Dropper = _NO_DROP) -> Array:
+    h = h + drop(self.attn(self.norm1(h), emb, visible))
+    return h + self.mlp(self.norm2(h), drop)
+
+
+class AttentionBlock(nnx.Module):
+  """Pre-LN transformer block (self-attention over axis -2)."""
+
+  def __init__(self, dim: int, num_heads: int, mlp_ratio: float, *, rngs: nnx.Rngs, dtype: Any):
+    self.norm1 = LayerNorm(dim, rngs=rngs, dtype=dtype)
+    self.attn = SelfAttention(dim, num_heads, rngs=rngs, dtype=dtype)
+    self.norm2 = LayerNorm(dim, rngs=rngs, dtype=dtype)
+    self.mlp = Mlp(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype)
+
+  def __call__(self, h: Array, key_valid: Array | None = None, drop: _Dropper = _NO_DROP) -> Array:
+    h = h + drop(self.attn(self.norm1(h), key_valid))
+    return h + self.mlp(self.norm2(h), drop)
+
+
+def sinusoidal_embedding(n: int, dim: int) -> np.ndarray:
+  """Fixed sin/cos positional embeddings [n, dim] (Vaswani et al.)."""
+  pos = np.arange(n, dtype=np.float64)[:, None]
+  i = np.arange((dim + 1) // 2, dtype=np.float64)[None, :]
+  ang = pos / np.power(10000.0, 2.0 * i / dim)
+  out = np.zeros((n, dim), np.float64)
+  out[:, 0::2] = np.sin(ang)[:, : (dim + 1) // 2]
+  out[:, 1::2] = np.cos(ang)[:, : dim // 2]
+  return out.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------
+
+def _model_section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  return config.model if "model" in config else config
+
+
+class BrainMAE(nnx.Module):
+  """BrainMAE masked autoencoder; ``BrainMAE(config_or_config.model, rngs=nnx.Rngs(0))``."""
+
+  def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    c = _model_section(config)
+    _check_config(c)
+    self.config = ml_collections.FrozenConfigDict(c)
+    dt = jnp.dtype(c.dtype)
+    self.dtype = dt
+    d, n, dd = c.embed_dim, c.num_rois, c.decoder_dim
+    self.token_proj = Dense(c.seg_len, d, ("seg_len", "embed"), rngs=rngs, dtype=dt)
+    self.mask_token = _param(rngs, _embed_init, (d,), ("embed",))
+    if c.roi_embedding == "learned":
+      self.roi_embed = _param(rngs, _embed_init, (n, d), ("roi", "embed"))
+    else:
+      self.roi_embed = None
+    ga = dict(embedding_attention=c.embedding_attention, self_loops=c.self_loops, rngs=rngs, dtype=dt)
+    if c.tse == "sg":
+      self.sa_blocks = nnx.List([])
+      self.ga_blocks = nnx.List([GraphBlock(d, d, c.num_heads, c.mlp_ratio, **ga)
+                                 for _ in range(c.tse_depth)])
+    else:  # AG-TSE: self-attention blocks over ROI tokens, then one graph-attention block
+      self.sa_blocks = nnx.List([AttentionBlock(d, c.num_heads, c.mlp_ratio, rngs=rngs, dtype=dt)
+                                 for _ in range(max(c.tse_depth - 1, 0))])
+      self.ga_blocks = nnx.List([GraphBlock(d, d, c.num_heads, c.mlp_ratio, **ga)])
+    self.tse_norm = LayerNorm(d, rngs=rngs, dtype=dt)
+    if c.pooling == "attention":
+      self.pool_query = _param(rngs, _embed_init, (d,), ("embed",))
+      self.pool_key = Dense(d, d, ("embed", None), rngs=rngs, dtype=dt)
+    else:
+      self.pool_query = None
+      self.pool_key = None
+    self.seg_pos = _param(rngs, _embed_init, (c.num_segments, d), ("seg", "embed"))
+    self.temporal = nnx.List([AttentionBlock(d, c.num_heads, c.mlp_ratio, rngs=rngs, dtype=dt)
+                              for _ in range(c.encoder_depth)])
+    self.enc_norm = LayerNorm(d, rngs=rngs, dtype=dt)
+    # Decoder.
+    self.dec_token = Dense(d, dd, ("embed", None), rngs=rngs, dtype=dt)
+    self.dec_state = Dense(d, dd, ("embed", None), rngs=rngs, dtype=dt, use_bias=False)
+    self.dec_roi = Dense(d, dd, ("embed", None), rngs=rngs, dtype=dt, use_bias=False)
+    self.dec_blocks = nnx.List([GraphBlock(dd, d, c.decoder_heads, c.mlp_ratio, **ga)
+                                for _ in range(c.decoder_depth)])
+    self.dec_norm = LayerNorm(dd, rngs=rngs, dtype=dt)
+    self.dec_out = Dense(dd, c.seg_len, ("embed", "seg_len"), rngs=rngs, dtype=dt)
+
+  # -- embeddings and interpretability ------------------------------------------------------------
+  def roi_embeddings(self) -> Array:
+    """ROI embeddings [N, d] (learned, or the fixed sinusoidal ones)."""
+    if self.roi_embed is not None:
+      return self.roi_embed[...]
+    c = self.config
+    return jnp.asarray(sinusoidal_embedding(c.num_rois, c.embed_dim))
+
+  def roi_similarity(self) -> Array:
+    """Cosine similarity of the ROI embeddings [N, N]."""
+    e = self.roi_embeddings().astype(jnp.float32)
+    e = e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
+    return e @ e.T
+
+  def roi_attention(self, layer: int = 0) -> Array:
+    """Head-averaged embedding graph attention [N, N] of TSE graph-attention layer ``layer``."""
+    if not self.config.embedding_attention:
+      raise ValueError("roi_attention() needs config.model.embedding_attention=True: with the "
+                       "ablation the attention depends on the input")
+    attn = self.ga_blocks[layer].attn
+    return jnp.mean(attn.base_weights(self.roi_embeddings()), axis=0)
+
+  # -- forward ----------------------------------------------------------------------------------
+  def _check_input(self, x: Array, mask: Array | None) -> None:
+    c = self.config
+    if x.ndim != 4 or x.shape[2] != c.num_rois or x.shape[3] != c.seg_len:
+      raise ValueError(f"BrainMAE input x has shape {tuple(x.shape)}; expected [B, S, N={c.num_rois}, "
+                       f"L={c.seg_len}]")
+    if x.shape[1] > c.num_segments:
+      raise ValueError(f"BrainMAE input has S={x.shape[1]} segments; config.model.num_segments="
+                       f"{c.num_segments} is the maximum")
+    if mask is not None and tuple(mask.shape) != tuple(x.shape[:3]):
+      raise ValueError(f"mask has shape {tuple(mask.shape)}; expected {tuple(x.shape[:3])} (B, S, N)")
+
+  def _encode(self, x: Array, mask: Array | None, drop: _Dropper) -> dict:
+    dt = self.dtype
+    emb = self.roi_embeddings()
+    h = self.token_proj(x)
+    if mask is not None:
+      h = jnp.where(mask[..., None], self.mask_token[...].astype(dt), h)
+    h = drop(h + emb.astype(dt))
+    visible = None if mask is None else ~mask
+    for blk in self.sa_blocks:
+      h = blk(h, visible, drop)
+    for blk in self.ga_blocks:
+      h = blk(h, emb, visible, drop)
+    tokens = self.tse_norm(h)
+    # Segment states: pooling over visible ROI tokens.
+    w = jnp.ones(tokens.shape[:3], jnp.float32) if visible is None else visible.astype(jnp.float32)
+    if self.pool_query is not None:
+      logits = self.pool_key(tokens).astype(jnp.float32) @ self.pool_query[...] / math.sqrt(tokens.shape[-1])
+      w = _masked_softmax(logits, w > 0)
+    else:
+      w = w / jnp.sum(w, axis=-1, keepdims=True)
+    seg_states = jnp.einsum("bsn,bsnd->bsd", w.astype(dt), tokens)
+    z = drop(seg_states + self.seg_pos[: x.shape[1]].astype(dt))
+    for blk in self.temporal:
+      z = blk(z, None, drop)
+    states = self.enc_norm(z)
+    return {"tokens": tokens, "segment_states": seg_states, "states": states,
+            "pooled": jnp.mean(states, axis=1)}
+
+  def encode(self, x: Array, mask: Array | None = None, *, deterministic: bool = True,
+             rng: Array | None = None) -> dict:
+    """Encoder outputs: tokens [B,S,N,d], segment_states [B,S,d], states [B,S,d], pooled [B,d]."""
+    self._check_input(x, mask)
+    return self._encode(x, mask, _Dropper(self.config.dropout, rng, deterministic))
+
+  def __call__(self, x: Array, mask: Array | None = None, *, deterministic: bool = True,
+               rng: Array | None = None) -> Array:
+    """Reconstruction [B, S, N, L] of every cell; masked cells' inputs never reach the output."""
+    self._check_input(x, mask)
+    drop = _Dropper(self.config.dropout, rng, deterministic)
+    enc = self._encode(x, mask, drop)
+    emb = self.roi_embeddings()
+    dt = self.dtype
+    g = (self.dec_token(enc["tokens"]) + self.dec_state(enc["states"])[:, :, None, :]
+         + self.dec_roi(emb.astype(dt)))
+    # Every decoder token depends on visible cells only, so all keys may be used here.
+    for blk in self.dec_blocks:
+      g = blk(g, emb, None, drop)
+    return self.dec_out(self.dec_norm(g)).astype(x.dtype)
+
+
+class BrainMAEForPrediction(nnx.Module):
+  """A BrainMAE encoder with a linear or small-MLP head on the pooled contextual state.
+
+  ``freeze_encoder=True`` stops gradients into the encoder (frozen linear probe).
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, num_outputs: int, *, rngs: nnx.Rngs,
+               head: str = "linear", freeze_encoder: bool = False, encoder: BrainMAE | None = None):
+    if head not in ("linear", "mlp"):
+      raise ValueError(f"head={head!r}: expected 'linear' or 'mlp'")
+    if not isinstance(num_outputs, int) or num_outputs < 1:
+      raise ValueError(f"num_outputs={num_outputs!r}: expected a positive integer")
+    self.encoder = encoder if encoder is not None else BrainMAE(config, rngs=rngs)
+    d = self.encoder.config.embed_dim
+    dt = self.encoder.dtype
+    self.freeze_encoder = freeze_encoder
+    self.head_norm = LayerNorm(d, rngs=rngs, dtype=dt)
+    if head == "mlp":
+      self.hidden = Dense(d, d, ("embed", "mlp"), rngs=rngs, dtype=dt)
+      self.out = Dense(d, num_outputs, ("mlp", "vocab"), rngs=rngs, dtype=dt)
+    else:
+      self.hidden = None
+      self.out = Dense(d, num_outputs, ("embed", "vocab"), rngs=rngs, dtype=dt)
+
+  def __call__(self, x: Array, *, deterministic: bool = True, rng: Array | None = None) -> Array:
+    """Predictions [B, num_outputs] (logits or regression values), float32."""
+    pooled = self.encoder.encode(x, None, deterministic=deterministic, rng=rng)["pooled"]
+    if self.freeze_encoder:
+      pooled = jax.lax.stop_gradient(pooled)
+    h = self.head_norm(pooled)
+    if self.hidden is not None:
+      h = jax.nn.gelu(self.hidden(h))
+    return self.out(h).astype(jnp.float32)
+
+
+BrainMAEHead = BrainMAEForPrediction
