@@ -1,0 +1,143 @@
+"""grain loaders over random-access sources, sharded per host, shuffled, resumable.
+
+A source is anything with ``__len__`` and ``__getitem__(i) -> dict`` of numpy values: the TFDS
+array_record data source (``tfds_builder``) or ``InMemorySource`` over stacked windows. Each host
+reads a disjoint shard (``process_index``-th of ``process_count``, equal sizes) and yields batches of
+``global_batch_size // process_count`` examples: dicts of numpy arrays. The iterator is a grain
+``DatasetIterator`` whose ``get_state()``/``set_state()`` checkpoint the position.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import grain
+import numpy as np
+
+from jaxbrain.data.preprocess import DEFAULT_TAU_S, subject_windows
+from jaxbrain.data.sources import Subject
+from jaxbrain.data.validation import DataError, check_same_rois
+
+DEFAULT_FIELDS = ("x", "subject", "label")
+
+
+class InMemorySource:
+  """Random access over aligned arrays ``{name: [W, ...]}``; item i is ``{name: array[i]}``."""
+
+  def __init__(self, arrays: Mapping[str, np.ndarray]):
+    self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    lengths = {k: len(v) for k, v in self.arrays.items()}
+    if not lengths or len(set(lengths.values())) != 1:
+      raise DataError(f"InMemorySource needs arrays with one common leading length, got {lengths}")
+    self._len = next(iter(lengths.values()))
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+    return {k: v[index] for k, v in self.arrays.items()}
+
+  def __repr__(self) -> str:
+    shapes = {k: (v.shape, str(v.dtype)) for k, v in self.arrays.items()}
+    return f"InMemorySource({shapes})"
+
+  @classmethod
+  def from_subjects(cls, subjects: Sequence[Subject], labels: np.ndarray | None = None, *,
+                    subject_index: Sequence[int] | None = None, tau_s: float = DEFAULT_TAU_S,
+                    num_segments: int = 4, stride_segments: int = 1, standardize: bool = True,
+                    band_hz: tuple[float | None, float | None] | None = None) -> "InMemorySource":
+    """Windows of all subjects: ``x`` float32 [W, S, N, L], ``subject`` int32, ``label``.
+
+    ``labels``: one per subject (int32 classes or float32 targets); -1 (int32) when None.
+    ``subject_index``: the integer id stored per window (default: position in ``subjects``).
+    """
+    if not subjects:
+      raise DataError("InMemorySource.from_subjects: no subjects")
+    check_same_rois([(s.source, s.num_rois) for s in subjects])
+    if labels is not None and len(labels) != len(subjects):
+      raise DataError(f"{len(labels)} labels for {len(subjects)} subjects")
+    index = range(len(subjects)) if subject_index is None else subject_index
+    xs, subj, labs = [], [], []
+    for i, s in enumerate(subjects):
+      w = subject_windows(s.timeseries, s.tr, tau_s=tau_s, num_segments=num_segments,
+                          stride_segments=stride_segments, standardize=standardize,
+                          band_hz=band_hz, source=s.source)
+      xs.append(w)
+      subj.append(np.full(len(w), index[i], np.int32))
+      labs.append(np.full(len(w), -1 if labels is None else labels[i],
+                          np.int32 if labels is None else np.asarray(labels).dtype))
+    return cls({"x": np.concatenate(xs), "subject": np.concatenate(subj),
+                "label": np.concatenate(labs)})
+
+
+def _host(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise DataError(f"process_index={process_index} must lie in [0, process_count={process_count})")
+  return process_index, process_count
+
+
+class _SelectFields(grain.transforms.Map):
+  def __init__(self, fields: Sequence[str] | None):
+    self.fields = None if fields is None else tuple(fields)
+
+  def map(self, element: Mapping[str, Any]) -> dict[str, Any]:
+    if self.fields is None:
+      return dict(element)
+    missing = [f for f in self.fields if f not in element]
+    if missing:
+      raise DataError(f"example has no field(s) {missing}; it has {sorted(element)}")
+    return {f: element[f] for f in self.fields}
+
+
+def make_dataset(source, *, global_batch_size: int, seed: int = 0, shuffle: bool = True,
+                 num_epochs: int | None = None, drop_remainder: bool = True,
+                 process_index: int | None = None, process_count: int | None = None,
+                 fields: Sequence[str] | None = DEFAULT_FIELDS) -> grain.MapDataset:
+  """The per-host grain pipeline: shard -> select fields -> shuffle -> repeat -> batch.
+
+  The source is cut to a multiple of ``process_count`` (at most ``process_count - 1`` examples
+  dropped) so every host gets an equal shard; shard h holds examples h, h + P, h + 2P, ...
+  ``num_epochs=None`` repeats forever (training); each epoch is reshuffled by ``seed`` and epoch.
+  ``fields``: keys kept in each example (None keeps all, including string ids).
+  """
+  index, count = _host(process_index, process_count)
+  if global_batch_size < 1 or global_batch_size % count:
+    raise DataError(f"global_batch_size={global_batch_size} must be a positive multiple of the "
+                    f"process count {count}")
+  local_batch = global_batch_size // count
+  n = len(source)
+  per_host = n // count
+  if per_host == 0:
+    raise DataError(f"source has {n} examples, fewer than the {count} hosts")
+  if drop_remainder and per_host < local_batch:
+    raise DataError(f"each host gets {per_host} examples, fewer than one batch of {local_batch}; "
+                    f"lower global_batch_size={global_batch_size}")
+  ds = grain.MapDataset.source(source)
+  ds = ds[: per_host * count][index::count]
+  ds = ds.map(_SelectFields(fields))
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  if num_epochs != 1:
+    ds = ds.repeat(num_epochs)
+  return ds.batch(local_batch, drop_remainder=drop_remainder)
+
+
+def make_loader(source, *, global_batch_size: int, seed: int = 0, shuffle: bool = True,
+                num_epochs: int | None = None, drop_remainder: bool = True,
+                process_index: int | None = None, process_count: int | None = None,
+                fields: Sequence[str] | None = DEFAULT_FIELDS, num_threads: int = 0,
+                prefetch_buffer_size: int = 4) -> grain.DatasetIterator:
+  """A checkpointable iterator of per-host batches (dicts of numpy arrays) over ``source``.
+
+  Arguments as in ``make_dataset``. ``num_threads=0`` reads in the calling thread (best for
+  in-memory sources); raise it for array_record files on slow disks. ``get_state()`` returns a
+  small dict to save with a checkpoint; ``set_state(state)`` on a fresh iterator resumes exactly.
+  """
+  ds = make_dataset(source, global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
+                    num_epochs=num_epochs, drop_remainder=drop_remainder,
+                    process_index=process_index, process_count=process_count, fields=fields)
+  opts = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size)
+  return iter(ds.to_iter_dataset(opts))
