@@ -94,6 +94,6 @@ def test_bad_input_is_named():
   with pytest.raises(ValueError, match="embeddings: contain"):
     fp.fingerprint(bad, subjects, parts)
   const = e.copy()
-  const[parts == 1] = 1.0
+  const[parts == 0] = 1.0
   with pytest.raises(ValueError, match="gallery embeddings: .* constant"):
     fp.fingerprint(const, subjects, parts)
