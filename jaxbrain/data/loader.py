@@ -84,12 +84,21 @@ class _SelectFields(grain.transforms.Map):
     self.fields = None if fields is None else tuple(fields)
 
   def map(self, element: Mapping[str, Any]) -> dict[str, Any]:
-    if self.fields is None:
-      return dict(element)
-    missing = [f for f in self.fields if f not in element]
-    if missing:
-      raise DataError(f"example has no field(s) {missing}; it has {sorted(element)}")
-    return {f: element[f] for f in self.fields}
+    if self.fields is not None:
+      missing = [f for f in self.fields if f not in element]
+      if missing:
+        raise DataError(f"example has no field(s) {missing}; it has {sorted(element)}")
+      element = {f: element[f] for f in self.fields}
+    return {k: _as_numpy(v) for k, v in element.items()}
+
+
+def _as_numpy(value: Any) -> Any:
+  """Python scalars (as TFDS decodes them) -> int32/float32 numpy scalars; arrays unchanged."""
+  if isinstance(value, (bool, int)) and not isinstance(value, np.generic):
+    return np.int32(value)
+  if isinstance(value, float) and not isinstance(value, np.generic):
+    return np.float32(value)
+  return value
 
 
 def make_dataset(source, *, global_batch_size: int, seed: int = 0, shuffle: bool = True,
@@ -101,7 +110,8 @@ def make_dataset(source, *, global_batch_size: int, seed: int = 0, shuffle: bool
   The source is cut to a multiple of ``process_count`` (at most ``process_count - 1`` examples
   dropped) so every host gets an equal shard; shard h holds examples h, h + P, h + 2P, ...
   ``num_epochs=None`` repeats forever (training); each epoch is reshuffled by ``seed`` and epoch.
-  ``fields``: keys kept in each example (None keeps all, including string ids).
+  ``fields``: keys kept in each example (None keeps all, including string ids). Python scalars
+  (TFDS decodes Scalar features so) become int32/float32.
   """
   index, count = _host(process_index, process_count)
   if global_batch_size < 1 or global_batch_size % count:

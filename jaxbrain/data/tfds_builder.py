@@ -1,0 +1,192 @@
+"""A TFDS builder (no TensorFlow needed) that turns subjects plus a labels table into array_record
+shards of windows, split by subject, readable with random access (``as_data_source``) by grain.
+
+Each example: ``x`` float32 [S, N, L] (segments, ROIs, frames per segment), ``subject`` int32 (index
+of the subject in the sorted list of all subject ids), ``label`` (int32 class, float32 target, or
+int32 -1 without a labels column) and ``subject_id`` (text). Splits hold disjoint subjects.
+
+Usage::
+
+  cfg = FmriWindowsConfig(name="hcp", source="builtin:hcp", holdout={"test": 2})
+  sources = build_dataset(cfg, data_dir="runs/tfds")   # {'train': ..., 'test': ...}
+  sources = load_data_source(data_dir="runs/tfds", config_name="hcp")   # later, read only
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jaxbrain.data import hcp
+from jaxbrain.data.preprocess import DEFAULT_TAU_S, num_windows, segment_frames, subject_windows
+from jaxbrain.data.sources import Subject, load_subjects, read_labels
+from jaxbrain.data.splits import split_subjects
+from jaxbrain.data.validation import DataError, check_length
+
+BUILTIN_HCP = "builtin:hcp"
+
+
+@dataclasses.dataclass(eq=False)
+class FmriWindowsConfig(tfds.core.BuilderConfig):
+  """What to build. ``source``: a folder of subject files, or ``'builtin:hcp'``.
+
+  ``labels_path``/``label_column``/``task`` join a labels table (optional: without it every label
+  is -1). ``holdout``: split name -> subject count or fraction (the rest is ``train``).
+  """
+  source: str = BUILTIN_HCP
+  pattern: str | None = None
+  tr: float | None = None
+  key: str | None = None
+  roi_axis: Any = "auto"
+  labels_path: str | None = None
+  id_column: str = "subject_id"
+  label_column: str | None = None
+  task: str = "classification"
+  tau_s: float = DEFAULT_TAU_S
+  num_segments: int = 4
+  stride_segments: int = 1
+  standardize: bool = True
+  band_hz: tuple | None = None
+  holdout: Mapping[str, int | float] = dataclasses.field(default_factory=lambda: {"test": 0.2})
+  seed: int = 0
+
+
+@dataclasses.dataclass
+class _Prepared:
+  subjects: dict[str, Subject]
+  index: dict[str, int]
+  labels: dict[str, Any]
+  splits: dict[str, list[str]]
+  num_rois: int
+  seg_frames: int
+  tr: float
+  classes: list[str] | None
+
+
+def prepare(cfg: FmriWindowsConfig) -> _Prepared:
+  """Loads and validates everything a build needs; writes nothing. Raises DataError."""
+  if cfg.source == BUILTIN_HCP:
+    subjects = hcp.load_hcp()
+  else:
+    exclude = [cfg.labels_path] if cfg.labels_path else []
+    subjects = load_subjects(cfg.source, cfg.pattern, tr=cfg.tr, key=cfg.key, roi_axis=cfg.roi_axis,
+                             exclude=exclude)
+  trs = {s.tr for s in subjects}
+  if len(trs) != 1:
+    raise DataError(f"subjects have different TRs {sorted(trs)}; build one dataset per TR")
+  tr = trs.pop()
+  seg = segment_frames(cfg.tau_s, tr)
+  for s in subjects:
+    check_length(s.num_frames, seg, s.source, tr=tr, what=f"one segment (tau {cfg.tau_s} s)")
+    if num_windows(s.num_frames, seg, cfg.num_segments, cfg.stride_segments) == 0:
+      check_length(s.num_frames, seg * cfg.num_segments, s.source, tr=tr,
+                   what=f"one window of {cfg.num_segments} segments")
+  ids = [s.id for s in subjects]
+  classes = None
+  if cfg.label_column is not None:
+    if cfg.labels_path is None:
+      raise DataError(f"label_column={cfg.label_column!r} needs labels_path")
+    table = read_labels(cfg.labels_path, id_column=cfg.id_column)
+    values = table.values(cfg.label_column, ids, cfg.task)
+    if cfg.task == "classification":
+      classes = table.classes(cfg.label_column)
+    labels = dict(zip(ids, values.tolist()))
+  else:
+    labels = {i: -1 for i in ids}
+  splits = split_subjects(ids, dict(cfg.holdout), seed=cfg.seed)
+  return _Prepared(subjects={s.id: s for s in subjects},
+                   index={sid: i for i, sid in enumerate(sorted(ids))}, labels=labels,
+                   splits=splits, num_rois=subjects[0].num_rois, seg_frames=seg, tr=tr,
+                   classes=classes)
+
+
+class FmriWindows(tfds.core.GeneratorBasedBuilder):
+  """Windows of preprocessed fMRI ROI series, split by subject (see the module docstring)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  BUILDER_CONFIGS = [FmriWindowsConfig(name="hcp", description="Built-in HCP data, 2 test subjects",
+                                       holdout={"test": 2})]
+
+  @functools.cached_property
+  def prepared(self) -> _Prepared:
+    return prepare(self.builder_config)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg, p = self.builder_config, self.prepared
+    label = (tfds.features.Scalar(dtype=np.float32) if cfg.label_column and cfg.task == "regression"
+             else tfds.features.Scalar(dtype=np.int32))
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description="Windows [segments, ROIs, frames] of z-scored fMRI ROI time series.",
+        features=tfds.features.FeaturesDict({
+            "x": tfds.features.Tensor(shape=(cfg.num_segments, p.num_rois, p.seg_frames),
+                                      dtype=np.float32),
+            "subject": tfds.features.Scalar(dtype=np.int32),
+            "label": label,
+            "subject_id": tfds.features.Text(),
+        }),
+        metadata=tfds.core.MetadataDict(
+            tr=p.tr, seg_frames=p.seg_frames, num_rois=p.num_rois, tau_s=cfg.tau_s,
+            subject_ids=sorted(p.index), splits=p.splits, classes=p.classes,
+            label_column=cfg.label_column, task=cfg.task),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {name: self._generate_examples(ids) for name, ids in self.prepared.splits.items()
+            if ids}
+
+  def _generate_examples(self, subject_ids):
+    cfg, p = self.builder_config, self.prepared
+    for sid in subject_ids:
+      s = p.subjects[sid]
+      windows = subject_windows(s.timeseries, s.tr, tau_s=cfg.tau_s, num_segments=cfg.num_segments,
+                                stride_segments=cfg.stride_segments, standardize=cfg.standardize,
+                                band_hz=cfg.band_hz, source=s.source)
+      for j, w in enumerate(windows):
+        yield f"{sid}/{j:06d}", {"x": w, "subject": p.index[sid], "label": p.labels[sid],
+                                 "subject_id": sid}
+
+
+def build_dataset(config: FmriWindowsConfig | str, data_dir: str | os.PathLike, *,
+                  progress: bool = False) -> dict[str, Any]:
+  """Validates the inputs, writes array_record shards under ``data_dir`` (nothing on error) and
+  returns ``{split: random-access data source}``. Reuses an existing complete build.
+
+  ``config``: a config, or the name of a built-in one (``'hcp'``). A custom config must not reuse a
+  built-in name."""
+  data_dir = Path(data_dir)
+  builder = FmriWindows(config=config, data_dir=str(data_dir))  # validates inputs: raises early
+  existed = data_dir.exists()
+  download_dir = tempfile.mkdtemp(prefix="tfds_dl_")
+  if not progress:
+    tfds.disable_progress_bar()
+  try:
+    builder.download_and_prepare(
+        download_dir=download_dir, file_format="array_record",
+        download_config=tfds.download.DownloadConfig(download_mode=tfds.download.GenerateMode
+                                                     .REUSE_DATASET_IF_EXISTS))
+  except BaseException:
+    if not existed:
+      shutil.rmtree(data_dir, ignore_errors=True)
+    raise
+  finally:
+    shutil.rmtree(download_dir, ignore_errors=True)
+  return builder.as_data_source()
+
+
+def load_data_source(data_dir: str | os.PathLike, config_name: str,
+                     version: str = str(FmriWindows.VERSION)) -> dict[str, Any]:
+  """Opens a finished build read-only from its files, without the original inputs."""
+  path = Path(data_dir) / FmriWindows.name / config_name / version
+  if not (path / "dataset_info.json").is_file():
+    raise DataError(f"{path}: no finished fmri_windows build (dataset_info.json missing)")
+  return tfds.builder_from_directory(str(path)).as_data_source()
