@@ -29,7 +29,7 @@ def correlation_matrix(a: ArrayLike, b: ArrayLike, names: tuple[str, str] = ("a"
 
 
 def fingerprint(embeddings: ArrayLike, subjects: ArrayLike, parts: ArrayLike,
-                gallery_part=0, query_part=1, *, match: str = "mean",
+                gallery_part: object = 0, query_part: object = 1, *, match: str = "mean",
                 aggregate_queries: bool = False) -> dict:
   """Identify the subject of each query from the gallery.
 

@@ -32,7 +32,8 @@ def homologous_pairs(names: Sequence[str]) -> list[tuple[int, int]]:
     side = "L" if match.group(2).lower() in ("l", "left", "lh") else "R"
     slot = sides.setdefault(match.group(1), {})
     if side in slot:
-      raise ValueError(f"names: {name!r} and {names[slot[side]]!r} are both side {side} of {match.group(1)!r}")
+      raise ValueError(
+          f"names: {name!r} and {names[slot[side]]!r} are both side {side} of {match.group(1)!r}")
     slot[side] = i
   pairs = sorted((d["L"], d["R"]) for d in sides.values() if len(d) == 2)
   if not pairs:

@@ -21,7 +21,7 @@ import dataclasses
 import numpy as np
 from numpy.typing import ArrayLike
 
-DEFAULT_LAMS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
+DEFAULT_LAMS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 
 
 def _check_x(name: str, x: ArrayLike, *, finite: bool = True) -> np.ndarray:
@@ -205,11 +205,12 @@ def ridge_predict(x: ArrayLike, mask: ArrayLike, model: RidgeModel,
 
 def fit_ridge(train_x: ArrayLike, lam: float | None = None, *, mask_ratio: float = 0.5,
               lams: tuple[float, ...] = DEFAULT_LAMS, val_fraction: float = 0.2,
-              seed: int = 0) -> RidgeModel:
+              max_val_windows: int = 256, seed: int = 0) -> RidgeModel:
   """Fit the ridge baseline on training windows [W, S, N, L].
 
   With ``lam`` None, the penalty is chosen from ``lams`` by the masked MSE on a held-out
-  ``val_fraction`` of the training windows (random ``mask_ratio`` masks), then refitted on all windows.
+  ``val_fraction`` of the training windows (at most ``max_val_windows``, random ``mask_ratio`` masks),
+  then refitted on all windows.
   """
   t = _check_x("train_x", train_x)
   if lam is not None:
@@ -224,7 +225,9 @@ def fit_ridge(train_x: ArrayLike, lam: float | None = None, *, mask_ratio: float
     raise ValueError(f"train_x: choosing lam needs at least 2 training windows, got {w}")
   rng = np.random.default_rng(seed)
   order = rng.permutation(w)
-  n_val = min(max(int(round(val_fraction * w)), 1), w - 1)
+  if not 0.0 < val_fraction < 1.0:
+    raise ValueError(f"val_fraction: expected a value in (0, 1), got {val_fraction}")
+  n_val = min(max(int(round(val_fraction * w)), 1), w - 1, max(int(max_val_windows), 1))
   val, fit = t[order[:n_val]], t[order[n_val:]]
   mu, cov = _moments(fit)
   val_mask = random_mask(val.shape[:3], mask_ratio, seed)
