@@ -44,7 +44,8 @@ def make_synthetic(num_subjects: int = 16, num_rois: int = 32, num_frames: int =
   """Returns (subjects with float32 [num_rois, num_frames] series, labels table).
 
   The labels table has id column ``subject_id`` and columns ``class`` (int, balanced over
-  ``num_classes``) and ``score`` (float in [-1, 1]); its ``path`` is ``'<synthetic>'``.
+  ``num_classes`` within every block of ``num_classes`` subjects) and ``score`` (float in [-1, 1]);
+  its ``path`` is ``'<synthetic>'``.
   """
   if num_networks < 4:
     raise ValueError(f"num_networks must be >= 4 (networks 0-1 carry the class, 2-3 the score), "
@@ -62,8 +63,9 @@ def make_synthetic(num_subjects: int = 16, num_rois: int = 32, num_frames: int =
   loadings = rng.uniform(0.6, 1.4, num_rois)
   offsets = baseline * rng.uniform(0.8, 1.2, num_rois)
   lrng = np.random.default_rng(label_root)
-  classes = lrng.permutation(np.arange(num_subjects) % num_classes)
-  scores = lrng.uniform(-1.0, 1.0, num_subjects)
+  num_blocks = -(-num_subjects // num_classes)  # classes balanced within each block of subjects
+  classes = np.concatenate([lrng.permutation(num_classes) for _ in range(num_blocks)])
+  scores = np.random.default_rng(label_root.spawn(1)[0]).uniform(-1.0, 1.0, num_subjects)
   levels = np.linspace(-coupling, coupling, num_classes) if num_classes > 1 else np.zeros(1)
   rho = math.exp(-tr / timescale_s)
   hrf = double_gamma_hrf(tr)

@@ -1,0 +1,74 @@
+"""Preprocessing against NumPy/SciPy float64 references."""
+import numpy as np
+import pytest
+import scipy.signal
+
+from jaxbrain.data import DataError
+from jaxbrain.data.preprocess import (bandpass, make_windows, num_windows, preprocess,
+                                      segment_frames, subject_windows, zscore)
+
+RNG = np.random.default_rng(1)
+
+
+def test_zscore_moments():
+  x = (RNG.standard_normal((6, 300)) * RNG.uniform(1, 50, (6, 1)) + 9000).astype(np.float32)
+  z = zscore(x)
+  assert z.dtype == np.float32
+  np.testing.assert_allclose(z.astype(np.float64).mean(1), 0, atol=1e-5)
+  np.testing.assert_allclose(z.astype(np.float64).std(1), 1, atol=1e-5)
+  x64 = x.astype(np.float64)
+  ref = (x64 - x64.mean(1, keepdims=True)) / x64.std(1, keepdims=True)
+  np.testing.assert_allclose(z, ref, atol=1e-5)
+  x[2] = 1.0
+  with pytest.raises(DataError, match=r"s\.npy: zero-variance ROI index \[2\]"):
+    zscore(x, source="s.npy")
+
+
+def test_bandpass_matches_scipy_filtfilt_and_passes_band():
+  tr, t = 0.72, 600
+  time = np.arange(t) * tr
+  slow, mid, fast = (np.sin(2 * np.pi * f * time) for f in (0.003, 0.05, 0.5))
+  x = np.stack([slow + mid + fast, mid + 0.1 * RNG.standard_normal(t)])
+  y = bandpass(x, tr, 0.01, 0.1, order=2)
+  b, a = scipy.signal.butter(2, [0.01, 0.1], btype="bandpass", fs=1 / tr)
+  ref = scipy.signal.filtfilt(b, a, x, axis=-1)
+  core = slice(100, -100)  # edge handling of the two filtfilt variants differs slightly
+  np.testing.assert_allclose(y[:, core], ref[:, core], atol=5e-3)
+  np.testing.assert_allclose(y[0, core], mid[core], atol=0.1)  # keeps 0.05 Hz, drops the rest
+  low = bandpass(x, tr, high_hz=0.02)
+  assert np.abs(low[0, core] - slow[core]).max() < 0.15
+
+
+def test_bandpass_cutoff_validation():
+  x = RNG.standard_normal((2, 200))
+  with pytest.raises(DataError, match=r"high_hz=0\.8 Hz must lie in \(0, 0\.6944\) Hz"):
+    bandpass(x, 0.72, 0.01, 0.8)
+  with pytest.raises(DataError, match=r"low_hz=0\.2 must be below high_hz=0\.1"):
+    bandpass(x, 0.72, 0.2, 0.1)
+  with pytest.raises(DataError, match=r"shorter than the band-pass filter's padding"):
+    bandpass(x[:, :10], 0.72, 0.01, 0.1)
+
+
+def test_segments_and_windows_are_slices_of_the_series():
+  assert segment_frames(15.0, 0.72) == 21 and segment_frames(15.0, 2.0) == 8
+  x = RNG.standard_normal((5, 131)).astype(np.float32)
+  for stride in (1, 2, 3):
+    w = make_windows(x, seg_frames=7, num_segments=3, stride_segments=stride)
+    count = (131 // 7 - 3) // stride + 1
+    assert w.shape == (count, 3, 5, 7) == (num_windows(131, 7, 3, stride), 3, 5, 7)
+    for i in range(count):
+      for s in range(3):
+        start = (i * stride + s) * 7
+        np.testing.assert_array_equal(w[i, s], x[:, start:start + 7])
+  assert num_windows(20, 7, 3) == 0
+  with pytest.raises(DataError, match=r"20 frames.*shorter than one window of 3 segments of 21"):
+    make_windows(x[:, :20], 7, 3)
+
+
+def test_subject_windows_pipeline():
+  x = (RNG.standard_normal((4, 400)) * 10 + 50).astype(np.float32)
+  w = subject_windows(x, 0.72, tau_s=15.0, num_segments=2, stride_segments=2)
+  ref = make_windows(zscore(x), 21, 2, 2)
+  np.testing.assert_array_equal(w, ref)
+  np.testing.assert_allclose(preprocess(x, 0.72, band_hz=(0.01, 0.1)),
+                             zscore(bandpass(x, 0.72, 0.01, 0.1)), atol=1e-6)

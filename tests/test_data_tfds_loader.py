@@ -1,0 +1,143 @@
+"""TFDS array_record build and read-back (no TensorFlow) and the grain loader: resume, sharding."""
+import sys
+
+import numpy as np
+import pytest
+
+from jaxbrain.data import DataError
+from jaxbrain.data.loader import InMemorySource, make_loader
+from jaxbrain.data.preprocess import subject_windows
+from jaxbrain.data.synthetic import make_synthetic
+from jaxbrain.data.tfds_builder import FmriWindowsConfig, build_dataset, load_data_source
+
+TR, TAU, S = 1.0, 5.0, 2  # 5 frames per segment
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  root = tmp_path_factory.mktemp("subjects")
+  subjects, labels = make_synthetic(num_subjects=5, num_rois=8, num_frames=60, tr=TR, seed=0)
+  for s in subjects:
+    np.save(root / f"{s.id}.npy", s.timeseries)
+  labels.write_csv(root / "labels.csv")
+  return root, subjects, labels
+
+
+def _config(root, **kw):
+  base = dict(name="tiny", source=str(root), tr=TR, labels_path=str(root / "labels.csv"),
+              label_column="class", tau_s=TAU, num_segments=S, stride_segments=1,
+              holdout={"test": 2}, seed=0)
+  base.update(kw)
+  return FmriWindowsConfig(**base)
+
+
+def test_tfds_build_and_read_back(folder, tmp_path):
+  root, subjects, labels = folder
+  sources = build_dataset(_config(root), tmp_path / "tfds")
+  assert "tensorflow" not in sys.modules
+  assert set(sources) == {"train", "test"}
+  by_id = {s.id: s for s in subjects}
+  ids_sorted = sorted(by_id)
+  seen = {}
+  for split, src in sources.items():
+    assert len(src) == {"train": 3, "test": 2}[split] * 11  # (60 // 5 - 2) + 1 windows each
+    for i in range(len(src)):
+      ex = src[i]
+      sid = ex["subject_id"].decode()
+      seen.setdefault(sid, set()).add(split)
+      s = by_id[sid]
+      ref = subject_windows(s.timeseries, TR, tau_s=TAU, num_segments=S)
+      assert ex["x"].shape == (S, 8, 5) and ex["x"].dtype == np.float32
+      assert any(np.array_equal(ex["x"], r) for r in ref)
+      assert ex["subject"] == ids_sorted.index(sid)
+      assert ex["label"] == labels.values("class", [sid])[0]
+  assert all(len(v) == 1 for v in seen.values()) and len(seen) == 5  # no subject in two splits
+  again = load_data_source(tmp_path / "tfds", "tiny")  # from files alone
+  assert len(again["test"]) == 22
+  assert again["train"].dataset_info.metadata["seg_frames"] == 5
+  it = make_loader(again["train"], global_batch_size=4, seed=0, process_index=0, process_count=1)
+  batch = next(it)
+  assert batch["x"].shape == (4, S, 8, 5) and batch["label"].dtype == np.int32
+  assert batch["subject"].dtype == np.int32
+
+
+def test_tfds_bad_inputs_leave_nothing(folder, tmp_path):
+  root, subjects, _ = folder
+  bad = tmp_path / "bad"
+  bad.mkdir()
+  for s in subjects:
+    np.save(bad / f"{s.id}.npy", s.timeseries)
+  (bad / "labels.csv").write_text("subject_id,class\nsub0000,0\nsub0001,1\n")
+  out = tmp_path / "out"
+  with pytest.raises(DataError, match=r"subject 'sub0002' is missing from labels table .*labels\.csv"):
+    build_dataset(_config(bad), out)
+  assert not out.exists()
+  x = subjects[0].timeseries.copy()
+  x[1, 3] = np.nan
+  np.save(bad / "sub0000.npy", x)
+  with pytest.raises(DataError, match=r"sub0000\.npy: 1 NaN"):
+    build_dataset(_config(bad, label_column=None), out)  # labels file still excluded
+  assert not out.exists()
+
+
+def _indexed_source(n):
+  return InMemorySource({"x": np.arange(n * 3, dtype=np.float32).reshape(n, 3),
+                         "idx": np.arange(n, dtype=np.int32)})
+
+
+def test_in_memory_source_from_subjects():
+  subjects, labels = make_synthetic(num_subjects=3, num_rois=6, num_frames=40, tr=TR, seed=1)
+  y = labels.values("score", [s.id for s in subjects], "regression")
+  src = InMemorySource.from_subjects(subjects, y, tau_s=TAU, num_segments=S)
+  per = (40 // 5 - S) + 1
+  assert len(src) == 3 * per
+  np.testing.assert_array_equal(src[per]["x"], subject_windows(subjects[1].timeseries, TR,
+                                                               tau_s=TAU, num_segments=S)[0])
+  assert src[per]["subject"] == 1 and src[per]["label"] == pytest.approx(y[1])
+  assert src.arrays["label"].dtype == np.float32
+
+
+def test_loader_resume_gives_identical_batches():
+  src = _indexed_source(37)
+  kw = dict(global_batch_size=6, seed=7, process_index=0, process_count=1, fields=None)
+  it = make_loader(src, **kw)
+  for _ in range(4):
+    next(it)
+  state = it.get_state()
+  rest = [next(it) for _ in range(9)]  # crosses the epoch boundary (6 batches/epoch)
+  fresh = make_loader(src, **kw)
+  fresh.set_state(state)
+  for a, b in zip(rest, (next(fresh) for _ in range(9))):
+    np.testing.assert_array_equal(a["idx"], b["idx"])
+    np.testing.assert_array_equal(a["x"], b["x"])
+  replay = make_loader(src, **kw)
+  first = [next(replay)["idx"] for _ in range(12)]
+  assert sorted(np.concatenate(first[:6])) != list(range(36))  # 37 examples, 1 dropped per epoch
+  assert not np.array_equal(np.concatenate(first[:6]), np.concatenate(first[6:]))  # reshuffled
+
+
+def test_two_host_sharding_partitions_examples():
+  src = _indexed_source(41)
+  hosts = []
+  for h in range(2):
+    it = make_loader(src, global_batch_size=4, seed=3, process_index=h, process_count=2,
+                     num_epochs=1, drop_remainder=False, fields=("idx",))
+    batches = list(it)
+    assert all(len(b["idx"]) <= 2 for b in batches)  # per-host batch = global / hosts
+    hosts.append(np.concatenate([b["idx"] for b in batches]))
+  assert len(hosts[0]) == len(hosts[1]) == 20  # equal shards: one example of 41 dropped
+  assert not set(hosts[0]) & set(hosts[1])
+  assert len(set(hosts[0]) | set(hosts[1])) == 40
+  unshuffled = list(make_loader(src, global_batch_size=4, shuffle=False, process_index=1,
+                                process_count=2, num_epochs=1, fields=("idx",)))
+  np.testing.assert_array_equal(unshuffled[0]["idx"], [1, 3])
+
+
+def test_loader_argument_errors():
+  src = _indexed_source(10)
+  with pytest.raises(DataError, match="multiple of the process count 4"):
+    make_loader(src, global_batch_size=6, process_index=0, process_count=4)
+  with pytest.raises(DataError, match="fewer than one batch of 12"):
+    make_loader(src, global_batch_size=12, process_index=0, process_count=1)
+  with pytest.raises(DataError, match=r"no field\(s\) \['subject', 'label'\]"):
+    next(make_loader(src, global_batch_size=2, process_index=0, process_count=1))
