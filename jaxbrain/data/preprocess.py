@@ -27,7 +27,8 @@ def bandpass(x: np.ndarray, tr: float, low_hz: float | None = None, high_hz: flo
              *, order: int = 4, source: str = "array") -> np.ndarray:
   """Zero-phase Butterworth filter along time (second-order sections, forward-backward).
 
-  ``low_hz``/``high_hz`` in Hz (None = no low/high cut-off); both must lie in (0, Nyquist = 1/(2 TR)).
+  ``low_hz``/``high_hz`` in Hz (None = no low/high cut-off); each must lie in (0, Nyquist),
+  Nyquist = 1 / (2 TR).
   """
   import scipy.signal
   if low_hz is None and high_hz is None:
@@ -99,8 +100,8 @@ def make_windows(x: np.ndarray, seg_frames: int, num_segments: int, stride_segme
   return np.ascontiguousarray(segs[:, starts].transpose(1, 2, 0, 3))  # [W, S, N, L]
 
 
-def subject_windows(x: np.ndarray, tr: float, *, tau_s: float = DEFAULT_TAU_S, num_segments: int = 4,
-                    stride_segments: int = 1, standardize: bool = True,
+def subject_windows(x: np.ndarray, tr: float, *, tau_s: float = DEFAULT_TAU_S,
+                    num_segments: int = 4, stride_segments: int = 1, standardize: bool = True,
                     band_hz: tuple[float | None, float | None] | None = None,
                     source: str = "array") -> np.ndarray:
   """Preprocesses one [N, T] series and cuts it into windows float32 [W, S, N, L]."""

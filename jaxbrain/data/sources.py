@@ -1,14 +1,15 @@
 """ROI time-series sources: file readers, the Subject record, folders of subjects, labels tables.
 
-Every reader returns float32 ``[N_roi, T]``. Supported files: ``.npy``, ``.npz`` (``key``), ``.mat``
-(``key``, default ``'tc'``; MATLAB v7.3 files are read with h5py), ``.csv``/``.tsv`` (ROIs as columns,
-optional header row), ``.h5``/``.hdf5`` (dataset ``key``), and 4-D NIfTI (``.nii``/``.nii.gz``) plus an
-atlas label image, reduced to the mean signal of each labelled region (label 0 is background).
+Every reader returns float32 ``[N_roi, T]``. Supported files: ``.npy``, ``.npz`` (``key``),
+``.mat`` (``key``, default ``'tc'``; MATLAB v7.3 files are read with h5py), ``.csv``/``.tsv`` (ROIs
+as columns, optional header row), ``.h5``/``.hdf5`` (dataset ``key``), and 4-D NIfTI
+(``.nii``/``.nii.gz``) plus an atlas label image, reduced to the mean signal of each labelled region
+(label 0 is background).
 
-Orientation (``roi_axis``): 0 means rows are ROIs, 1 means columns are ROIs. ``'auto'`` uses, in order:
-tables (csv/tsv) have ROIs as columns; if ``num_rois`` is given, the axis of that size; otherwise the
-shorter axis is ROIs (a scan usually has more volumes than regions). A square array is ambiguous and
-an error: pass ``roi_axis`` explicitly.
+Orientation (``roi_axis``): 0 means rows are ROIs, 1 means columns are ROIs. ``'auto'`` uses, in
+order: tables (csv/tsv) have ROIs as columns; if ``num_rois`` is given, the axis of that size;
+otherwise the shorter axis is ROIs (a scan usually has more volumes than regions). A square array
+is ambiguous and an error: pass ``roi_axis`` explicitly.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ SUFFIXES = ARRAY_SUFFIXES + TABLE_SUFFIXES + NIFTI_SUFFIXES
 
 @dataclasses.dataclass(eq=False)
 class Subject:
-  """One scan: ``timeseries`` float32 [N_roi, T], repetition time ``tr`` in seconds, ``source`` path."""
+  """One scan: ``timeseries`` float32 [N_roi, T], repetition time ``tr`` (s), ``source`` path."""
   id: str
   timeseries: np.ndarray
   tr: float
@@ -147,7 +148,7 @@ def _read_table(path: str, header: bool | str, delimiter: str | None) -> np.ndar
 def read_nifti_rois(bold: str | os.PathLike, atlas: str | os.PathLike, *,
                     labels: Sequence[int] | None = None, chunk_frames: int = 64
                     ) -> tuple[np.ndarray, np.ndarray]:
-  """Mean signal of each atlas region of a 4-D NIfTI: returns (float32 [N_roi, T], label values [N_roi]).
+  """Mean signal of each atlas region of a 4-D NIfTI: (float32 [N_roi, T], label values [N_roi]).
 
   ``atlas``: a 3-D integer label image on the same grid (shape and affine) as ``bold``; label 0 is
   background. ROIs are ordered by ascending label value, or as given in ``labels``.
@@ -266,18 +267,19 @@ def _list_files(folder: Path, pattern: str | None, recursive: bool, exclude: set
   return sorted(p for p in files if p.resolve() not in exclude)
 
 
-def load_subjects(paths: str | os.PathLike | Sequence[str | os.PathLike], pattern: str | None = None,
-                  *, tr: float | None = None, key: str | None = None, roi_axis: int | str = "auto",
+def load_subjects(paths: str | os.PathLike | Sequence[str | os.PathLike],
+                  pattern: str | None = None, *, tr: float | None = None,
+                  key: str | None = None, roi_axis: int | str = "auto",
                   num_rois: int | None = None, atlas: str | os.PathLike | None = None,
                   subject_id: str | Callable[[Path], str] = "stem", recursive: bool = False,
                   exclude: Iterable[str | os.PathLike] = (), min_frames: int = 2) -> list[Subject]:
   """Loads and validates subjects from a folder (files matching ``pattern``) or a list of files.
 
-  With ``pattern=None`` a folder yields every file with a supported suffix. ``subject_id``: ``'stem'``
-  (file name without extension), ``'parent'`` (the folder name) or a function of the path. ``tr`` is
-  required unless every file is a NIfTI with the TR in its header. The atlas and ``exclude`` paths
-  (e.g. the labels table) are skipped. Raises DataError on any bad file, duplicate ids, differing ROI
-  counts, or an empty folder.
+  With ``pattern=None`` a folder yields every file with a supported suffix. ``subject_id``:
+  ``'stem'`` (file name without extension), ``'parent'`` (the folder name) or a function of the
+  path. ``tr`` is required unless every file is a NIfTI with the TR in its header. The atlas and
+  ``exclude`` paths (e.g. the labels table) are skipped. Raises DataError on any bad file, duplicate
+  ids, differing ROI counts, or an empty folder.
   """
   exclude_set = {Path(p).resolve() for p in exclude}
   if atlas is not None:
@@ -287,7 +289,8 @@ def load_subjects(paths: str | os.PathLike | Sequence[str | os.PathLike], patter
     if root.is_dir():
       files = _list_files(root, pattern, recursive, exclude_set)
       if not files:
-        raise DataError(f"{root}: no subject files match pattern {pattern or '*' + '|*'.join(SUFFIXES)!r}")
+        wanted = pattern or "*" + "|*".join(SUFFIXES)
+        raise DataError(f"{root}: no subject files match pattern {wanted!r}")
     else:
       files = [root]
   else:
@@ -350,7 +353,8 @@ class LabelsTable:
     """Targets for ``subject_ids``: int32 class codes or float32 regression values.
 
     Classification: integer cells are used as they are; text cells become indices into
-    ``classes(column)``. Raises DataError naming the subject and this table's file if one is missing.
+    ``classes(column)``. Raises DataError naming the subject and this table's file if one is
+    missing.
     """
     cells = self._cells(column, subject_ids)
     if task == "regression":

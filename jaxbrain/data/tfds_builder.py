@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import shutil
 import tempfile
@@ -107,6 +108,18 @@ def prepare(cfg: FmriWindowsConfig) -> _Prepared:
                    classes=classes)
 
 
+def config_fields(cfg: FmriWindowsConfig) -> dict[str, Any]:
+  """The settings that determine a build's content, JSON-ready (stored in its metadata)."""
+  base = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+  out = {}
+  for f in dataclasses.fields(cfg):
+    if f.name not in base:
+      v = getattr(cfg, f.name)
+      out[f.name] = (dict(v) if isinstance(v, Mapping) else list(v) if isinstance(v, tuple)
+                     else v)
+  return json.loads(json.dumps(out))
+
+
 class FmriWindows(tfds.core.GeneratorBasedBuilder):
   """Windows of preprocessed fMRI ROI series, split by subject (see the module docstring)."""
 
@@ -136,7 +149,7 @@ class FmriWindows(tfds.core.GeneratorBasedBuilder):
         metadata=tfds.core.MetadataDict(
             tr=p.tr, seg_frames=p.seg_frames, num_rois=p.num_rois, tau_s=cfg.tau_s,
             subject_ids=sorted(p.index), splits=p.splits, classes=p.classes,
-            label_column=cfg.label_column, task=cfg.task),
+            label_column=cfg.label_column, task=cfg.task, build_config=config_fields(cfg)),
     )
 
   def _split_generators(self, dl_manager):
@@ -159,12 +172,22 @@ class FmriWindows(tfds.core.GeneratorBasedBuilder):
 def build_dataset(config: FmriWindowsConfig | str, data_dir: str | os.PathLike, *,
                   progress: bool = False) -> dict[str, Any]:
   """Validates the inputs, writes array_record shards under ``data_dir`` (nothing on error) and
-  returns ``{split: random-access data source}``. Reuses an existing complete build.
+  returns ``{split: random-access data source}``. Reuses an existing complete build of the same
+  config name if its settings match, and raises DataError if they differ.
 
   ``config``: a config, or the name of a built-in one (``'hcp'``). A custom config must not reuse a
   built-in name."""
   data_dir = Path(data_dir)
   builder = FmriWindows(config=config, data_dir=str(data_dir))  # validates inputs: raises early
+  stored = Path(builder.data_dir) / "metadata.json"
+  if stored.is_file():
+    old = json.loads(stored.read_text()).get("build_config")
+    new = config_fields(builder.builder_config)
+    if old != new:
+      diff = {k: (old.get(k) if old else None, v) for k, v in new.items()
+              if not old or old.get(k) != v}
+      raise DataError(f"{builder.data_dir} was built with other settings (stored, requested): "
+                      f"{diff}; use another config name or delete that folder")
   existed = data_dir.exists()
   download_dir = tempfile.mkdtemp(prefix="tfds_dl_")
   if not progress:
