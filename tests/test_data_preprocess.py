@@ -4,7 +4,7 @@ import pytest
 import scipy.signal
 
 from jaxbrain.data import DataError
-from jaxbrain.data.preprocess import (bandpass, make_windows, num_windows, preprocess,
+from jaxbrain.data.preprocess import (bandpass, dynamic_fc, make_windows, num_windows, preprocess,
                                       segment_frames, subject_windows, zscore)
 
 RNG = np.random.default_rng(1)
@@ -72,3 +72,14 @@ def test_subject_windows_pipeline():
   np.testing.assert_array_equal(w, ref)
   np.testing.assert_allclose(preprocess(x, 0.72, band_hz=(0.01, 0.1)),
                              zscore(bandpass(x, 0.72, 0.01, 0.1)), atol=1e-6)
+
+
+def test_dynamic_fc_matches_corrcoef():
+  x = RNG.standard_normal((4, 50))
+  fc = dynamic_fc(x, window_frames=20, stride_frames=7)
+  assert fc.shape == (5, 4, 4) and fc.dtype == np.float32
+  for w in range(5):
+    np.testing.assert_allclose(fc[w], np.corrcoef(x[:, 7 * w:7 * w + 20]), atol=1e-5)
+  x[1, :20] = 3.0
+  fc = dynamic_fc(x, 20, 7)
+  assert fc[0, 1, 0] == 0 and fc[0, 1, 1] == 1

@@ -119,6 +119,10 @@ def test_in_memory_source_from_subjects():
                                                                tau_s=TAU, num_segments=S)[0])
   assert src[per]["subject"] == 1 and src[per]["label"] == pytest.approx(y[1])
   assert src.arrays["label"].dtype == np.float32
+  listed = InMemorySource.from_subjects(subjects, [float(v) for v in y], tau_s=TAU, num_segments=S)
+  assert listed.arrays["label"].dtype == np.float32  # float64 Python floats -> float32
+  with pytest.raises(DataError, match="labels must be 3 numbers"):
+    InMemorySource.from_subjects(subjects, ["a", "b", "c"], tau_s=TAU, num_segments=S)
 
 
 def test_loader_resume_gives_identical_batches(_indexed_source):

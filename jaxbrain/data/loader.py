@@ -53,8 +53,12 @@ class InMemorySource:
     if not subjects:
       raise DataError("InMemorySource.from_subjects: no subjects")
     check_same_rois([(s.source, s.num_rois) for s in subjects])
-    if labels is not None and len(labels) != len(subjects):
-      raise DataError(f"{len(labels)} labels for {len(subjects)} subjects")
+    if labels is not None:
+      labels = np.asarray(labels)
+      if labels.shape != (len(subjects),) or labels.dtype.kind not in "iuf":
+        raise DataError(f"labels must be {len(subjects)} numbers (one per subject), got shape "
+                        f"{labels.shape} dtype {labels.dtype}")
+      labels = labels.astype(np.float32 if labels.dtype.kind == "f" else np.int32)
     index = range(len(subjects)) if subject_index is None else subject_index
     xs, subj, labs = [], [], []
     for i, s in enumerate(subjects):
@@ -64,7 +68,7 @@ class InMemorySource:
       xs.append(w)
       subj.append(np.full(len(w), index[i], np.int32))
       labs.append(np.full(len(w), -1 if labels is None else labels[i],
-                          np.int32 if labels is None else np.asarray(labels).dtype))
+                          np.int32 if labels is None else labels.dtype))
     return cls({"x": np.concatenate(xs), "subject": np.concatenate(subj),
                 "label": np.concatenate(labs)})
 

@@ -109,3 +109,25 @@ def subject_windows(x: np.ndarray, tr: float, *, tau_s: float = DEFAULT_TAU_S,
   check_length(np.shape(x)[-1], seg, source, tr=tr, what=f"one segment (tau {tau_s} s)")
   x = preprocess(x, tr, standardize=standardize, band_hz=band_hz, source=source)
   return make_windows(x, seg, num_segments, stride_segments, tr=tr, source=source)
+
+
+def dynamic_fc(x: np.ndarray, window_frames: int, stride_frames: int = 1) -> np.ndarray:
+  """Sliding-window functional connectivity: Pearson correlations float32 [W, N, N].
+
+  Window w covers frames ``w * stride_frames`` ... ``+ window_frames``. A ROI that is constant
+  within a window gets correlation 0 with the others (and 1 on the diagonal).
+  """
+  x = np.asarray(x, np.float64)
+  n, t = x.shape
+  if window_frames < 2 or stride_frames < 1:
+    raise DataError(f"window_frames={window_frames} must be >= 2 and stride_frames="
+                    f"{stride_frames} >= 1")
+  check_length(t, window_frames, "array", what="one FC window")
+  starts = np.arange(0, t - window_frames + 1, stride_frames)
+  win = np.stack([x[:, s:s + window_frames] for s in starts])  # [W, N, L]
+  win = win - win.mean(-1, keepdims=True)
+  norm = np.sqrt((win ** 2).sum(-1, keepdims=True))
+  win = np.divide(win, norm, out=np.zeros_like(win), where=norm > 0)
+  fc = win @ win.transpose(0, 2, 1)
+  fc[:, np.arange(n), np.arange(n)] = 1.0
+  return fc.astype(np.float32)
