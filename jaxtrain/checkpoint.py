@@ -17,6 +17,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+# Replica-parallel saving slices every replicated shard with an eager jax op (one compile per
+# shape); that pays off only for large arrays, so small ones are written whole by one replica.
+ocp.type_handlers.register_type_handler(
+    jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=1 << 20),
+    override=True)
 
 # --------------------------------------------------------------------------- data iterator item
 

@@ -193,8 +193,8 @@ def train(*, config: Any, workdir: str,
     (loss, (aux, rest)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    diag = {"loss": loss, "grad_norm": optax.global_norm(grads),
-            "param_norm": optax.global_norm(params), "update_norm": optax.global_norm(updates)}
+    diag = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+            "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
     for k, v in dict(aux or {}).items():
       diag.setdefault(k, jnp.mean(jnp.asarray(v, jnp.float32)))
     return TrainState(state.step + 1, params, rest, opt_state), diag
@@ -222,7 +222,8 @@ def train(*, config: Any, workdir: str,
   preempted = False
   t_log, step_log = time.perf_counter(), step
 
-  def flush() -> None:
+  def flush(log: bool = True) -> None:
+    """One host sync for all steps since the last check; logs the newest step's metrics."""
     nonlocal last_metrics, t_log, step_log
     if not pending:
       return
@@ -234,6 +235,9 @@ def train(*, config: Any, workdir: str,
       raise NonFiniteLossError(
           f"non-finite {what} ({value}) at step {bad_step} (the update from step {bad_step - 1}); "
           f"last good checkpoint: {last_good or 'none'}")
+    if not log:
+      pending.clear()
+      return
     now = time.perf_counter()
     last_metrics = {k: float(v) for k, v in host[-1].items()}
     last_metrics["steps_per_s"] = (step - step_log) / max(now - t_log, 1e-9)
@@ -244,7 +248,7 @@ def train(*, config: Any, workdir: str,
 
   def save() -> None:
     nonlocal last_good, last_ckpt_step
-    flush()  # never write a state whose loss or gradients were non-finite
+    flush(log=False)  # never write a state whose loss or gradients were non-finite
     if last_ckpt_step == step:
       return
     last_good = ckpt.save(step, state, train_iter)
@@ -271,6 +275,7 @@ def train(*, config: Any, workdir: str,
           progress.update(step, force=step == total, loss=last_metrics["loss"])
         if ckpt_every > 0 and step % ckpt_every == 0:
           save()
+      flush()
       save()
   finally:
     ckpt.close()

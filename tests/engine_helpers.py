@@ -41,10 +41,13 @@ def make_config(steps: int = 6, batch_size: int = 16, shape=None, **train) -> ml
   c.mesh.shape = ml_collections.ConfigDict(shape or {"data": 2, "fsdp": 4})
   c.mesh.rules = (("embed", None), ("mlp", "fsdp"))
   c.train = ml_collections.ConfigDict(dict(
-      steps=steps, batch_size=batch_size, log_every=2, checkpoint_every=0, keep_checkpoints=3))
+      steps=steps, batch_size=batch_size, log_every=1, checkpoint_every=0, keep_checkpoints=3))
   c.train.update(train)
+  # A constant schedule after warmup keeps the compiled step the same for any number of steps,
+  # so test runs of different lengths share compiled programs.
   c.optim = ml_collections.ConfigDict(dict(
-      lr=1e-2, warmup_steps=2, weight_decay=1e-4, grad_clip=1.0, b1=0.9, b2=0.999))
+      lr=1e-2, warmup_steps=2, weight_decay=1e-4, grad_clip=1.0, b1=0.9, b2=0.999,
+      schedule="constant"))
   return c
 
 

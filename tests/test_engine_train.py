@@ -1,0 +1,205 @@
+"""The train loop end to end on a tiny MLP: a 2x4 (data, fsdp) mesh == one device; two processes
+on loopback (gloo) == one process with 8 devices; SIGKILL mid-run + resume == an uninterrupted
+run, bitwise; SIGTERM saves and exits cleanly; a non-finite loss names its step and the last good
+checkpoint; keep-last-N; TensorBoard, metrics.jsonl and summary.json."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+import engine_helpers as h
+from jaxtrain import loop
+from jaxtrain import mesh as mesh_lib
+from jaxtrain.checkpoint import Checkpointer
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine_worker.py")
+STEPS, EVERY = 8, 2
+
+
+def _train(workdir, config, mesh=None, **iter_kw):
+  it = h.ArrayIterator(config.train.batch_size, **iter_kw)
+  result = loop.train(config=config, workdir=str(workdir), model_fn=h.TinyMLP, loss_fn=h.loss_fn,
+                      train_iter=it, mesh=mesh)
+  return result, it
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """Uninterrupted run on the 8 simulated devices: 8 steps, checkpoints every 2, keep 2."""
+  workdir = tmp_path_factory.mktemp("reference")
+  before = signal.getsignal(signal.SIGTERM)
+  config = h.make_config(steps=STEPS, checkpoint_every=EVERY, keep_checkpoints=2)
+  result, _ = _train(workdir, config)
+  assert signal.getsignal(signal.SIGTERM) is before  # the loop puts the old handler back
+  return result, h.params_of(result.model), workdir, config
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+  return tmp_path_factory.mktemp("jax_cache")
+
+
+# ------------------------------------------------------------------------------- in one process
+
+def test_2x4_mesh_matches_one_device(tmp_path, reference):
+  sharded, sharded_params, _, config = reference
+  w1 = sharded.model.w1.get_value()
+  assert dict(w1.sharding.mesh.shape) == {"data": 2, "fsdp": 4}
+  assert w1.sharding.spec == jax.P(None, "fsdp")
+  one = mesh_lib.make_mesh(ml_collections.ConfigDict({"shape": {"data": 1, "fsdp": 1}}),
+                           devices=jax.devices()[:1])
+  single, _ = _train(tmp_path, config, mesh=one)
+  losses = lambda r: np.array([m["loss"] for m in r.history])
+  assert len(sharded.history) == STEPS
+  np.testing.assert_allclose(losses(sharded), losses(single), rtol=1e-5)
+  chex.assert_trees_all_close(sharded_params, h.params_of(single.model), rtol=1e-5, atol=1e-6)
+  for key in ("grad_norm", "param_norm", "update_norm", "mae", "steps_per_s"):
+    assert np.isfinite(sharded.metrics[key])
+
+
+def test_keep_last_n_metrics_files_and_resume(reference):
+  result, _, workdir, config = reference
+  ckdir = str(workdir / "checkpoints")
+  assert Checkpointer(ckdir).all_steps() == [6, 8]
+  assert result.step == STEPS and not result.preempted
+  assert result.checkpoint == os.path.join(ckdir, "8")
+  assert [m["step"] for m in result.history] == list(range(1, STEPS + 1))
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tb"))
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["name"] == "engine_test" and summary["step"] == STEPS
+  assert summary["final_metrics"]["loss"] == pytest.approx(result.metrics["loss"])
+  assert summary["wall_time_s"] > 0 and not summary["preempted"]
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in lines] == list(range(1, STEPS + 1))
+  data = json.loads((workdir / "checkpoints" / "8" / "data" / "process_0-of-1.json").read_text())
+  assert data == {"position": STEPS}
+  # More steps resume from step 8 and the saved data position (in a copy of the run).
+  config = config.copy_and_resolve_references()
+  config.train.steps = STEPS + 2
+  again, it = _train(workdir, config)
+  assert again.step == STEPS + 2 and it.position == STEPS + 2
+  assert [m["step"] for m in again.history] == [STEPS + 1, STEPS + 2]
+  assert Checkpointer(ckdir).all_steps() == [STEPS, STEPS + 2]
+
+
+def test_non_finite_loss_names_step_and_last_good_checkpoint(tmp_path):
+  # The 5th batch (position 4) holds a NaN: step 5 is the first bad one, found at step 6's log.
+  config = h.make_config(steps=STEPS, log_every=3, checkpoint_every=2)
+  with pytest.raises(loop.NonFiniteLossError) as err:
+    _train(tmp_path, config, nan_at=4)
+  ckdir = tmp_path / "checkpoints"
+  assert "at step 5 " in str(err.value)
+  assert str(err.value).endswith(f"last good checkpoint: {ckdir / '4'}")
+  # Each save first checks the steps since the last check: nothing was saved at step 6.
+  assert Checkpointer(str(ckdir)).all_steps() == [2, 4]
+
+
+# ------------------------------------------------------------------------------- subprocesses
+
+def _start(args, cache_dir):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  # The workers share compiled programs through a persistent cache (the same programs each time).
+  env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHONUNBUFFERED="1")
+  return subprocess.Popen([sys.executable, WORKER, *map(str, args)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(proc, timeout=300):
+  out, err = proc.communicate(timeout=timeout)
+  assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{err[-3000:]}"
+  line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _wait_for_checkpoint(proc, ckdir, min_step, timeout=240):
+  t0 = time.monotonic()
+  while time.monotonic() - t0 < timeout:
+    assert proc.poll() is None, f"worker ended early:\n{proc.stderr.read()[-3000:]}"
+    steps = [int(s) for s in os.listdir(ckdir) if s.isdigit()] if os.path.isdir(ckdir) else []
+    if steps and max(steps) >= min_step:
+      return max(steps)
+    time.sleep(0.05)
+  raise TimeoutError(f"no checkpoint >= {min_step} in {ckdir}")
+
+
+def test_two_processes_on_loopback_match_one_process(tmp_path, reference, cache):
+  ref, ref_params, _, _ = reference
+  port = _free_port()
+  procs = [_start(["--workdir", tmp_path / "run", "--out", tmp_path / "params.npz",
+                   "--steps", STEPS, "--checkpoint_every", EVERY, "--devices", 4,
+                   "--num_processes", 2, "--process_id", i, "--port", port], cache)
+           for i in range(2)]
+  try:
+    results = [_result(p) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for r in results:
+    assert r["step"] == STEPS and r["position"] == STEPS
+    np.testing.assert_allclose(r["losses"], [m["loss"] for m in ref.history], rtol=1e-5)
+  chex.assert_trees_all_close(dict(np.load(tmp_path / "params.npz")), ref_params,
+                              rtol=1e-5, atol=1e-6)
+  # Each process saved its own data-iterator position in the checkpoint.
+  data = tmp_path / "run" / "checkpoints" / str(STEPS) / "data"
+  for i in range(2):
+    assert json.loads((data / f"process_{i}-of-2.json").read_text()) == {"position": STEPS}
+
+
+def test_sigkill_and_resume_is_bitwise_identical(tmp_path, reference, cache):
+  _, ref_params, _, _ = reference
+  workdir = tmp_path / "run"
+  args = ["--workdir", workdir, "--out", tmp_path / "params.npz", "--steps", STEPS,
+          "--checkpoint_every", EVERY]
+  proc = _start(args + ["--sleep", 0.3], cache)
+  try:
+    _wait_for_checkpoint(proc, workdir / "checkpoints", 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  killed_at = Checkpointer(str(workdir / "checkpoints")).latest_step()
+  assert killed_at is not None and killed_at < STEPS
+  result = _result(_start(args, cache))
+  assert result["step"] == STEPS and result["position"] == STEPS
+  assert len(result["losses"]) == STEPS - killed_at
+  got = dict(np.load(tmp_path / "params.npz"))
+  assert got.keys() == ref_params.keys()
+  for k in got:
+    np.testing.assert_array_equal(got[k], ref_params[k], err_msg=k)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, cache):
+  workdir = tmp_path / "run"
+  proc = _start(["--workdir", workdir, "--steps", 40, "--checkpoint_every", 4, "--sleep", 0.2],
+                cache)
+  try:
+    _wait_for_checkpoint(proc, workdir / "checkpoints", 4)
+    proc.send_signal(signal.SIGTERM)
+    result = _result(proc)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert result["preempted"] and result["step"] < 40
+  assert Checkpointer(str(workdir / "checkpoints")).latest_step() == result["step"]
+  assert result["position"] == result["step"]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["preempted"] and summary["step"] == result["step"]
