@@ -1,0 +1,1 @@
+"""BrainMAE tasks on the shared engine: inputs, pretraining, evaluation, fine-tuning."""

@@ -1,0 +1,71 @@
+"""``train_and_evaluate(config, workdir)``: pretrain BrainMAE, evaluate, optionally fine-tune."""
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from jaxbrain.data.splits import split_subjects
+from jaxbrain.tasks import evaluate, finetune, inputs, pretrain
+from jaxtrain import metrics as metrics_lib
+
+
+def check_model_matches_data(config: ml_collections.ConfigDict, data: inputs.FmriData) -> None:
+  n = data.subjects[0].num_rois
+  seg = inputs.frames_per_segment(config.data, data.subjects)
+  for field, want in (("num_rois", n), ("seg_len", seg)):
+    if config.model[field] != want:
+      raise ValueError(f"config.model.{field}={config.model[field]} but the data has {want} "
+                       f"({'ROIs' if field == 'num_rois' else 'frames per segment of config.data.tau_s'}); "
+                       f"set --config.model.{field}={want}")
+  if config.data.num_segments > config.model.num_segments:
+    raise ValueError(f"config.data.num_segments={config.data.num_segments} exceeds "
+                     f"config.model.num_segments={config.model.num_segments}")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs the whole experiment; returns (and writes to workdir/summary.json) its summary."""
+  t0 = time.perf_counter()
+  data = inputs.load_data(config.data)
+  check_model_matches_data(config, data)
+  split = split_subjects(data.ids, {"heldout": config.data.holdout_subjects}, seed=config.seed)
+  index = {sid: i for i, sid in enumerate(data.ids)}
+  def arrays(ids, stride=None):
+    return inputs.window_arrays(data.select(ids), config.data, stride_frames=stride,
+                                subject_index=[index[i] for i in ids])
+  train = arrays(split["train"], config.data.stride_frames)
+
+  result = pretrain.pretrain(config, workdir, train["x"])
+  summary = {"name": config.name, "config": config.to_dict(), "step": result.step,
+             "preempted": result.preempted, "final_metrics": result.metrics,
+             "pretrain_subjects": split["train"], "heldout_subjects": split["heldout"],
+             "num_train_windows": int(len(train["x"])), "checkpoint": result.checkpoint}
+  if result.preempted:
+    summary["wall_time_s"] = time.perf_counter() - t0
+    return summary
+
+  model = result.model
+  ev = {}
+  if split["heldout"]:
+    seg_len = config.model.seg_len
+    test = arrays(split["heldout"], config.data.num_segments * seg_len)  # non-overlapping
+    if config.eval.reconstruction:
+      ev.update(evaluate.reconstruction_eval(model, test["x"], train["x"], config))
+    if config.eval.fingerprint:
+      frames = np.zeros(len(data.ids), np.int64)
+      for sid in split["heldout"]:
+        frames[index[sid]] = data.select([sid])[0].num_frames
+      ev.update(evaluate.fingerprint_eval(model, arrays(split["heldout"], seg_len), frames, config))
+  if config.eval.interpret and jax.process_index() == 0:
+    ev.update(evaluate.interpretability(model, data, workdir, config))
+  summary["eval"] = ev
+  if config.finetune.enabled:
+    summary["finetune"] = finetune.cross_validate(config, workdir, data, nnx.state(model))
+  summary["wall_time_s"] = time.perf_counter() - t0
+  if jax.process_index() == 0:
+    metrics_lib.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+  return summary
