@@ -1,0 +1,1 @@
+"""DSD sample-complexity theory: distribution, CNN/LCN/FCN models, JIT gradient descent, sweeps."""
