@@ -289,7 +289,8 @@ class GraphAttention(nnx.Module):
         vis = visible.astype(dt)
         num = jnp.einsum("hnm,bsmhk->bsnhk", a.astype(dt), v * vis[..., None, None])
         den = jnp.einsum("hnm,bsm->bsnh", a, visible.astype(jnp.float32))
-        scale = jnp.where(den > 0, 1.0 / jnp.maximum(den, 1e-30), 0.0)
+        ok = den > 0  # a row with no visible key mixes nothing (and must not give NaN gradients)
+        scale = jnp.where(ok, 1.0 / jnp.where(ok, den, 1.0), 0.0)
         out = num * scale[..., None].astype(dt)
     else:
       p = self.weights(h, emb, visible)

@@ -1,0 +1,316 @@
+"""BrainMAE model: shapes, masking invariants, graph attention, loss, ablations, gradients."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxbrain.models import brainmae as bm
+
+B, S, N, L = 2, 3, 6, 5
+# XLA's CPU optimisation passes dominate this file's run time; tests do not need optimised code.
+FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def tiny_config(**overrides):
+  c = bm.default_model_config()
+  c.update(dict(num_rois=N, seg_len=L, num_segments=4, embed_dim=16, num_heads=2, tse_depth=1,
+                encoder_depth=1, decoder_dim=8, decoder_heads=2, decoder_depth=1, mlp_ratio=2.0,
+                mask_ratio=0.5))
+  if overrides.get("tse") == "ag":
+    c.tse_depth = 2  # one self-attention block, then the graph-attention block
+  c.update(overrides)
+  return c
+
+
+def make(**overrides):
+  return bm.BrainMAE(tiny_config(**overrides), rngs=nnx.Rngs(0))
+
+
+@jax.jit(compiler_options=FAST)
+def forward(model, x, mask):
+  return model(x, mask), model.encode(x, mask)
+
+
+@jax.jit(compiler_options=FAST)
+def loss_fn(model, x, rng):
+  return bm.pretrain_loss(model, {"x": x}, rng)
+
+
+@jax.jit(compiler_options=FAST)
+def loss_and_grad(model, x, rng):
+  return nnx.value_and_grad(lambda m: bm.pretrain_loss(m, {"x": x}, rng), has_aux=True)(model)
+
+
+def inputs(seed=1):
+  x = jax.random.normal(jax.random.key(seed), (B, S, N, L))
+  mask = bm.random_mask(jax.random.key(seed + 100), B, S, N, 0.5)
+  return x, mask
+
+
+@pytest.mark.parametrize("tse", ["sg", "ag"])
+def test_shapes(tse):
+  model = make(tse=tse, pooling="attention" if tse == "ag" else "mean")
+  x, mask = inputs()
+  recon, enc = forward(model, x, mask)
+  chex.assert_shape(recon, (B, S, N, L))
+  chex.assert_tree_all_finite(recon)
+  chex.assert_shape(enc["tokens"], (B, S, N, 16))
+  chex.assert_shape(enc["states"], (B, S, 16))
+  chex.assert_shape(enc["segment_states"], (B, S, 16))
+  chex.assert_shape(enc["pooled"], (B, 16))
+  chex.assert_shape(model.roi_attention(), (N, N))
+  chex.assert_shape(model.roi_similarity(), (N, N))
+  np.testing.assert_allclose(np.diag(model.roi_similarity()), 1.0, rtol=1e-5)
+
+
+def test_random_mask_counts_and_randomness():
+  for ratio, k in [(0.5, 8), (0.3, 5), (0.75, 12), (0.0, 0)]:
+    mask = np.asarray(bm.random_mask(jax.random.key(0), 4, 5, 16, ratio))
+    assert mask.dtype == bool and mask.shape == (4, 5, 16)
+    assert (mask.sum(-1) == k).all(), (ratio, mask.sum(-1))
+  mask = np.asarray(bm.random_mask(jax.random.key(0), 4, 5, 16, 0.5)).reshape(20, 16)
+  assert len({row.tobytes() for row in mask}) > 15  # differs across segments and batch
+  again = jax.jit(bm.random_mask, static_argnums=(1, 2, 3, 4))(jax.random.key(0), 4, 5, 16, 0.5)
+  np.testing.assert_array_equal(mask.reshape(4, 5, 16), again)  # pure function of the key
+  assert bm.num_masked(100, 0.75) == 75 and bm.num_masked(5, 0.5) == 3
+  with pytest.raises(ValueError, match="visible"):
+    bm.random_mask(jax.random.key(0), 1, 1, 4, 0.9)
+
+
+@pytest.mark.parametrize("self_loops", [False, True])
+def test_graph_attention_weights(self_loops):
+  model = make(self_loops=self_loops)
+  x, mask = inputs()
+  attn = model.ga_blocks[0].attn
+  emb = model.roi_embeddings()
+  h = jax.random.normal(jax.random.key(5), (B, S, N, 16))
+  w = np.asarray(attn.weights(h, emb, ~mask))  # [B, S, H, N, N]
+  np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
+  masked_keys = np.broadcast_to(np.asarray(mask)[:, :, None, None, :], w.shape)
+  assert np.all(w[masked_keys] == 0.0)
+  diag = np.diagonal(w, axis1=-2, axis2=-1)
+  if self_loops:
+    assert np.all(diag[np.broadcast_to(~np.asarray(mask)[:, :, None, :], diag.shape)] > 0)
+  else:
+    assert np.all(diag == 0.0)
+  base = np.asarray(attn.base_weights(emb))
+  np.testing.assert_allclose(base.sum(-1), 1.0, rtol=1e-5)
+  assert (np.diagonal(base, axis1=-2, axis2=-1) == 0).all() != self_loops
+  # The fast path (shared weights, renormalised by a matmul) equals mixing with the weights.
+  v = np.einsum("bsnd,dhk->bsnhk", h, attn.wv[...])
+  ref = np.einsum("bshnm,bsmhk->bsnhk", w, v)
+  ref = np.einsum("bsnhk,hkd->bsnd", ref, attn.wo[...]) + np.asarray(attn.bo[...])
+  np.testing.assert_allclose(attn(h, emb, ~mask), ref, rtol=1e-4, atol=1e-5)
+  # Embedding attention is shared by all segments: the head average is roi_attention().
+  np.testing.assert_allclose(model.roi_attention(), base.mean(0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [dict(tse="sg", pooling="mean"), dict(tse="ag", pooling="attention"),
+                                       dict(embedding_attention=False, self_loops=True)])
+def test_masked_content_never_leaks(overrides):
+  model = make(**overrides)
+  x, mask = inputs()
+  noise = 100.0 * jax.random.normal(jax.random.key(9), x.shape)
+  x2 = jnp.where(mask[..., None], x + noise, x)
+  assert not np.allclose(x, x2)
+  (r1, e1), (r2, e2) = forward(model, x, mask), forward(model, x2, mask)
+  np.testing.assert_array_equal(r1, r2)
+  chex.assert_trees_all_equal(e1, e2)
+  # ...whereas changing a visible cell does change the output.
+  x3 = jnp.where(mask[..., None], x, x + 1.0)
+  assert not np.allclose(forward(model, x3, mask)[0], r1)
+
+
+def test_masked_mse_against_numpy():
+  rng = np.random.default_rng(0)
+  recon, x = rng.normal(size=(2, B, S, N, L)).astype(np.float32)
+  mask = rng.random((B, S, N)) < 0.4
+  cells = (recon.astype(np.float64) - x)[mask]  # [num masked cells, L]
+  np.testing.assert_allclose(bm.masked_mse(recon, x, mask), np.mean(cells ** 2), rtol=1e-5)
+  np.testing.assert_allclose(bm.masked_mse(recon, x, None),
+                             np.mean((recon.astype(np.float64) - x) ** 2), rtol=1e-5)
+
+
+def test_pretrain_loss_counts_masked_cells_only():
+  model = make()
+  x, _ = inputs()
+  rng = jax.random.key(7)
+  loss, metrics = loss_fn(model, x, rng)
+  mask = np.asarray(bm.random_mask(jax.random.split(rng)[0], B, S, N, 0.5))
+  recon = np.asarray(forward(model, x, jnp.asarray(mask))[0], np.float64)
+  err = (recon - np.asarray(x, np.float64)) ** 2
+  np.testing.assert_allclose(loss, err[mask].mean(), rtol=1e-5)
+  np.testing.assert_allclose(metrics["mse_visible"], err[~mask].mean(), rtol=1e-5)
+  assert float(metrics["mask_fraction"]) == 0.5
+  # Plain autoencoder ablation: no masking, loss on all cells.
+  ae = make(mask_ratio=0.0)
+  loss0, metrics0 = loss_fn(ae, x, rng)
+  recon0 = np.asarray(forward(ae, x, jnp.zeros((B, S, N), bool))[0], np.float64)
+  np.testing.assert_allclose(loss0, ((recon0 - np.asarray(x, np.float64)) ** 2).mean(), rtol=1e-5)
+  assert float(metrics0["mask_fraction"]) == 0.0
+
+
+def test_ablation_switches():
+  x, mask = inputs()
+  fixed = make(roi_embedding="fixed")
+  assert fixed.roi_embed is None
+  np.testing.assert_allclose(fixed.roi_embeddings(), bm.sinusoidal_embedding(N, 16))
+  assert not any("roi_embed" in str(p) for p, _ in nnx.to_flat_state(nnx.state(fixed, nnx.Param)))
+  # No embedding attention: weights come from the tokens, so they differ between segments.
+  plain = make(embedding_attention=False)
+  h = jax.random.normal(jax.random.key(5), (B, S, N, 16))
+  w = np.asarray(plain.ga_blocks[0].attn.weights(h, plain.roi_embeddings(), None))
+  assert not np.allclose(w[0, 0], w[0, 1])
+  with pytest.raises(ValueError, match="embedding_attention"):
+    plain.roi_attention()
+  w_emb = np.asarray(make().ga_blocks[0].attn.weights(h, make().roi_embeddings(), None))
+  np.testing.assert_allclose(w_emb[0, 0], w_emb[1, 2])
+  # Self-loops kept: the diagonal carries weight; removed: it does not.
+  assert np.all(np.diagonal(make(self_loops=True).roi_attention()) > 0)
+  assert np.all(np.diagonal(make().roi_attention()) == 0)
+  # AG-TSE has self-attention blocks, SG-TSE only graph-attention blocks.
+  assert len(make(tse="ag").sa_blocks) == 1 and len(make(tse="sg").sa_blocks) == 0
+  assert len(make(tse="sg", tse_depth=3).ga_blocks) == 3
+
+
+def test_jit_grad_finite_and_reaches_parameters():
+  model = make(tse="ag", pooling="attention")
+  x, mask = inputs()
+  (loss, _), g = loss_and_grad(model, x, jax.random.key(0))
+  assert np.isfinite(float(loss))
+  chex.assert_tree_all_finite(g)
+  flat = {"/".join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(g)}
+  for name in ["mask_token", "roi_embed", "token_proj/kernel", "seg_pos", "dec_out/kernel",
+               "ga_blocks/0/attn/wq", "sa_blocks/0/attn/wqkv", "temporal/0/attn/wqkv"]:
+    key = next(k for k in flat if k.startswith(name))
+    assert np.abs(flat[key]).sum() > 0, name
+  # Dropout is active in training only, and keyed by the rng.
+  model = make(dropout=0.2)
+  train = jax.jit(lambda m, x, mask, rng: m(x, mask, deterministic=False, rng=rng),
+                  compiler_options=FAST)
+  a, b = train(model, x, mask, jax.random.key(0)), train(model, x, mask, jax.random.key(1))
+  assert not np.allclose(a, b)
+  np.testing.assert_array_equal(a, train(model, x, mask, jax.random.key(0)))
+  np.testing.assert_allclose(forward(model, x, mask)[0], forward(make(), x, mask)[0])
+
+
+def _np_graph_attention(h, emb, visible, wq, wk, wv, wo, bo, self_loops):
+  """Float64 NumPy reference of GraphAttention.__call__ (embedding attention)."""
+  dh = wq.shape[-1]
+  q = np.einsum("nd,dhk->hnk", emb, wq)
+  k = np.einsum("nd,dhk->hnk", emb, wk)
+  logits = np.einsum("hnk,hmk->hnm", q, k) / np.sqrt(dh)
+  n = emb.shape[0]
+  allowed = np.ones((n, n), bool) if self_loops else ~np.eye(n, dtype=bool)
+  allowed = allowed[None, None, None] & visible[:, :, None, None, :]  # [B, S, 1, N, N]
+  logits = np.where(allowed, logits[None, None], -np.inf)
+  m = np.max(logits, -1, keepdims=True)
+  p = np.where(allowed, np.exp(logits - np.where(np.isfinite(m), m, 0.0)), 0.0)
+  p = p / np.maximum(p.sum(-1, keepdims=True), 1e-300)
+  v = np.einsum("bsnd,dhk->bsnhk", h, wv)
+  out = np.einsum("bshnm,bsmhk->bsnhk", p, v)
+  return np.einsum("bsnhk,hkd->bsnd", out, wo) + bo
+
+
+@pytest.mark.parametrize("self_loops", [False, True])
+def test_graph_attention_matches_float64_reference_and_gradients(self_loops):
+  d, heads, n = 6, 2, 5
+  attn = bm.GraphAttention(d, d, heads, embedding_attention=True, self_loops=self_loops,
+                           rngs=nnx.Rngs(3))
+  rng = np.random.default_rng(1)
+  h = rng.normal(size=(2, 2, n, d))
+  emb = rng.normal(size=(n, d))
+  visible = rng.random((2, 2, n)) < 0.6
+  visible[0, 0] = [True, False, False, False, False]  # a row whose only key may be itself
+  params = {k: np.asarray(getattr(attn, k)[...], np.float64) for k in ("wq", "wk", "wv", "wo", "bo")}
+  ref = _np_graph_attention(h, emb, visible, self_loops=self_loops, **params)
+  out = attn(jnp.asarray(h, jnp.float32), jnp.asarray(emb, jnp.float32), jnp.asarray(visible))
+  np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+  if not self_loops:  # no visible key besides itself -> nothing to mix, output is the bias only
+    np.testing.assert_allclose(out[0, 0, 0], params["bo"], atol=1e-6)
+
+  # Gradient of a scalar functional vs central finite differences of the float64 reference.
+  cot = rng.normal(size=ref.shape)
+
+  def f_np(h, emb, wq, wk, wv, wo, bo):
+    return float(np.sum(cot * _np_graph_attention(h, emb, visible, wq, wk, wv, wo, bo, self_loops)))
+
+  graphdef, state = nnx.split(attn)
+
+  def f_jax(h, emb, *weights):
+    new = dict(zip(("wq", "wk", "wv", "wo", "bo"), weights))
+    m = nnx.merge(graphdef, nnx.State({k: v.replace(new[k]) if k in new else v
+                                       for k, v in state.items()}))
+    return jnp.sum(jnp.asarray(cot, jnp.float32) * m(h, emb, jnp.asarray(visible)))
+
+  args = [h, emb] + [params[k] for k in ("wq", "wk", "wv", "wo", "bo")]
+  grads = jax.jit(jax.grad(f_jax, argnums=tuple(range(7))), compiler_options=FAST)(*[jnp.asarray(a, jnp.float32) for a in args])
+  eps = 1e-6
+  for i, (a, g) in enumerate(zip(args, grads)):
+    for trial in range(2):
+      direction = np.random.default_rng(10 * i + trial).normal(size=a.shape)
+      plus = list(args); plus[i] = a + eps * direction
+      minus = list(args); minus[i] = a - eps * direction
+      fd = (f_np(*plus) - f_np(*minus)) / (2 * eps)
+      np.testing.assert_allclose(np.sum(np.asarray(g, np.float64) * direction), fd,
+                                 rtol=2e-3, atol=2e-4, err_msg=f"argument {i}")
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_prediction_head(freeze):
+  model = bm.BrainMAEForPrediction(tiny_config(), num_outputs=3, rngs=nnx.Rngs(0),
+                                   head="mlp" if freeze else "linear", freeze_encoder=freeze)
+  x, _ = inputs()
+  out, g = jax.jit(lambda m: (m(x), nnx.grad(lambda m: jnp.sum(m(x) ** 2))(m)),
+                   compiler_options=FAST)(model)
+  chex.assert_shape(out, (B, 3))
+  enc = sum(float(np.abs(v).sum()) for v in jax.tree.leaves(nnx.state(g.encoder)))
+  head = float(np.abs(np.asarray(g.out.kernel[...])).sum())
+  assert head > 0
+  assert (enc == 0.0) == freeze
+  assert bm.BrainMAEHead is bm.BrainMAEForPrediction
+
+
+def test_logical_axis_names_on_all_params():
+  for model in (make(tse="ag", pooling="attention"),
+                bm.BrainMAEForPrediction(tiny_config(), 2, rngs=nnx.Rngs(0))):
+    for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+      names = var.get_metadata().get("out_sharding")
+      assert names is not None and len(names) == var[...].ndim, path
+      assert all(n is None or n in bm.LOGICAL_AXES for n in names), (path, names)
+  assert bm.LOGICAL_AXES.count("embed") == 1
+
+
+def test_bad_config_and_inputs_are_named():
+  with pytest.raises(ValueError, match="config.model.embed_dim"):
+    make(embed_dim=15)
+  with pytest.raises(ValueError, match="config.model.tse"):
+    make(tse="xx")
+  with pytest.raises(ValueError, match="config.model.mask_ratio"):
+    make(mask_ratio=1.0)
+  model = make()
+  with pytest.raises(ValueError, match="N=6"):
+    model(jnp.zeros((B, S, N + 1, L)))
+  with pytest.raises(ValueError, match="num_segments"):
+    model(jnp.zeros((B, 5, N, L)))
+  with pytest.raises(ValueError, match="mask has shape"):
+    model(jnp.zeros((B, S, N, L)), jnp.zeros((B, S, N - 1), bool))
+
+
+def test_bfloat16_compute():
+  model = make(dtype="bfloat16")
+  x, mask = inputs()
+  recon = forward(model, x, mask)[0]
+  assert recon.dtype == jnp.float32
+  chex.assert_tree_all_finite(recon)
+  assert model.token_proj.kernel[...].dtype == jnp.float32  # parameters stay float32
+  np.testing.assert_allclose(recon, forward(make(), x, mask)[0], atol=0.2)
+
+
+def test_accepts_full_training_config():
+  import ml_collections
+  cfg = ml_collections.ConfigDict({"model": tiny_config()})
+  model = bm.BrainMAE(cfg, rngs=nnx.Rngs(0))
+  assert model.config.num_rois == N
