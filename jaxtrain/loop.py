@@ -5,6 +5,7 @@ model, ``loss_fn(model, batch, rng) -> (loss, aux_metrics)`` scores a global bat
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -129,6 +130,13 @@ def _build_model(model_fn: Callable, seed: int) -> nnx.Module:
     return model_fn(nnx.Rngs(seed))
 
 
+@contextlib.contextmanager
+def _mesh_context(mesh: jax.sharding.Mesh, rules: tuple):
+  """The mesh and logical-axis rules for sharding constraints that a model may trace."""
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(tuple(tuple(r) for r in rules)):
+    yield
+
+
 def _first_bad(pending: list, host: list) -> tuple[int, str, float] | None:
   for (step, _), m in zip(pending, host):
     for key in ("loss", "grad_norm"):
@@ -209,7 +217,7 @@ def train(*, config: Any, workdir: str,
   if last_ckpt_step is not None:
     state = ckpt.restore(last_ckpt_step, abstract_sh, train_iter)
   else:
-    with jax.set_mesh(mesh):
+    with _mesh_context(mesh, rules):
       state = jax.jit(init, out_shardings=state_sh)()
   step = int(jax.device_get(state.step))
   last_good = ckpt.path(last_ckpt_step)
@@ -255,12 +263,17 @@ def train(*, config: Any, workdir: str,
     last_ckpt_step = step
 
   try:
-    with _Preemption() as preemption:
+    with _Preemption() as preemption, _mesh_context(mesh, rules):
       while step < total:
         if preemption.requested(step):
           preempted = True
           break
-        local = next(train_iter)
+        try:
+          local = next(train_iter)
+        except StopIteration:
+          raise RuntimeError(
+              f"the data iterator ran out after step {step}; config.train.steps is {total} "
+              "(repeat the dataset, e.g. grain's .repeat())") from None
         batch = mesh_lib.global_batch(local, mesh)
         first = next(iter(batch.values()))
         if first.shape[0] != global_bs:

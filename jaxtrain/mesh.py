@@ -151,6 +151,8 @@ def _spec_for(path: str, shape: tuple[int, ...], names: Sequence[Any] | None,
       continue
     used.update(axes_t)
     spec.append(axes_t[0] if len(axes_t) == 1 else axes_t)
+  while spec and spec[-1] is None:
+    spec.pop()
   return PartitionSpec(*spec)
 
 

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 
 import engine_helpers as h
 from jaxtrain import loop
@@ -32,6 +33,23 @@ def _train(workdir, config, mesh=None, **iter_kw):
   return result, it
 
 
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+  """A persistent compilation cache for this module's runs and its worker processes: the runs
+  compile the same few programs over and over (the same model, optimizer and meshes)."""
+  path = tmp_path_factory.mktemp("jax_cache")
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  old = {name: getattr(jax.config, name) for name in names}
+  for name, value in zip(names, (str(path), 0, 0)):
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+  yield path
+  for name, value in old.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
   """Uninterrupted run on the 8 simulated devices: 8 steps, checkpoints every 2, keep 2."""
@@ -41,11 +59,6 @@ def reference(tmp_path_factory):
   result, _ = _train(workdir, config)
   assert signal.getsignal(signal.SIGTERM) is before  # the loop puts the old handler back
   return result, h.params_of(result.model), workdir, config
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-  return tmp_path_factory.mktemp("jax_cache")
 
 
 # ------------------------------------------------------------------------------- in one process
@@ -203,3 +216,20 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, cache):
   assert result["position"] == result["step"]
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["preempted"] and summary["step"] == result["step"]
+
+
+def test_grain_iterator_position_is_checkpointed(tmp_path):
+  import grain
+  data = h.ArrayIterator(16)
+  records = [{"x": data.x[i], "y": data.y[i]} for i in range(len(data.x))]
+  dataset = (grain.MapDataset.source(records).shuffle(seed=0).repeat(None).batch(16)
+             .to_iter_dataset())
+  config = h.make_config(steps=3, checkpoint_every=2)
+  run = lambda it: loop.train(config=config, workdir=str(tmp_path), model_fn=h.TinyMLP,
+                              loss_fn=h.loss_fn, train_iter=it)
+  first = iter(dataset)
+  assert run(first).step == 3
+  config.train.steps = 5
+  resumed = iter(dataset)
+  assert run(resumed).step == 5
+  assert resumed.get_state() == first.get_state() | {"next_index": 5}

@@ -44,7 +44,7 @@ def test_shardings_from_logical_axis_rules_and_global_batch():
   assert spec(sh["out"]["kernel"]) == jax.P(None, "data")
   assert spec(sh["out"]["bias"]) == jax.P()              # no logical names: replicated
   both = mesh_lib.shardings_for(params, mesh, (("embed", None), ("mlp", ("data", "fsdp"))))
-  assert spec(both["w1"]) == jax.P(None, None)           # 6 does not split 8 ways either
+  assert spec(both["w1"]) == jax.P()                     # 6 does not split 8 ways either
   with pytest.raises(mesh_lib.ShardingError, match="logical axis 'mlp' has no rule"):
     mesh_lib.shardings_for(params, mesh, (("embed", None),))
   with pytest.raises(mesh_lib.ShardingError, match="mesh axis 'model'"):
@@ -59,9 +59,9 @@ def test_shardings_from_logical_axis_rules_and_global_batch():
 def test_optimizer_schedule_clipping_and_decay_mask():
   cfg = ml_collections.ConfigDict(dict(lr=1.0, warmup_steps=4, weight_decay=0.1, grad_clip=1.0))
   schedule = optim_lib.make_schedule(cfg, total_steps=20)
-  for step in (0, 2, 4, 12, 20):   # closed form: linear warmup, then cosine to 0 at step 20
-    expected = step / 4 if step <= 4 else 0.5 * (1 + np.cos(np.pi * (step - 4) / 16))
-    assert float(schedule(step)) == pytest.approx(expected, abs=1e-6)
+  steps = np.arange(0, 21)   # closed form: linear warmup to step 4, then cosine to 0 at step 20
+  expected = np.where(steps <= 4, steps / 4, 0.5 * (1 + np.cos(np.pi * (steps - 4) / 16)))
+  np.testing.assert_allclose(np.asarray(jax.jit(schedule)(steps)), expected, atol=1e-6)
   tx = optim_lib.make_optimizer(cfg, 20)
   params = {"w": np.ones((2, 2), np.float32), "b": np.ones((2,), np.float32)}
 
@@ -75,7 +75,7 @@ def test_optimizer_schedule_clipping_and_decay_mask():
   zero = three_updates({"w": np.zeros((2, 2), np.float32), "b": np.zeros((2,), np.float32)})
   # Zero gradients: only decoupled weight decay (lr * wd * w at step 2) moves the matrix.
   assert float(np.abs(zero["b"]).max()) == 0.0
-  np.testing.assert_allclose(zero["w"], -float(schedule(2)) * 0.1, rtol=1e-5)
+  np.testing.assert_allclose(zero["w"], -expected[2] * 0.1, rtol=1e-5)
   # A huge gradient is clipped to norm 1 before Adam: the update stays finite, against the gradient.
   big = three_updates({"w": np.full((2, 2), 1e6, np.float32), "b": np.zeros((2,), np.float32)})
   assert np.all(np.isfinite(big["w"])) and np.all(np.asarray(big["w"]) < 0)
