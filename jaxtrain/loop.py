@@ -229,6 +229,7 @@ def train(*, config: Any, workdir: str,
   pending: list[tuple[int, dict]] = []
   preempted = False
   t_log, step_log = time.perf_counter(), step
+  timed = False
 
   def flush(log: bool = True) -> None:
     """One host sync for all steps since the last check; logs the newest step's metrics."""
@@ -248,7 +249,8 @@ def train(*, config: Any, workdir: str,
       return
     now = time.perf_counter()
     last_metrics = {k: float(v) for k, v in host[-1].items()}
-    last_metrics["steps_per_s"] = (step - step_log) / max(now - t_log, 1e-9)
+    last_metrics["steps_per_s"] = ((step - step_log) / max(now - t_log, 1e-9)
+                                   if step > step_log else float("nan"))
     t_log, step_log = now, step
     history.append({"step": step, **last_metrics})
     writer.write(step, last_metrics)
@@ -283,6 +285,9 @@ def train(*, config: Any, workdir: str,
         state, diag = jit_step(state, batch)
         step += 1
         pending.append((step, diag))
+        if not timed:  # rates exclude compilation: timed from the end of this run's first step
+          jax.block_until_ready(diag)
+          t_log, step_log, timed = time.perf_counter(), step, True
         if step % log_every == 0 or step == total:
           flush()
           progress.update(step, force=step == total, loss=last_metrics["loss"])
