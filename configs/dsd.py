@@ -3,9 +3,11 @@
 Command:   python -m theory.sweep --config=configs/dsd.py[:smoke|paper|large] --workdir=runs/dsd
            (overrides: --config.sc.eps=0.05 --config.sc.num_seeds=16 ...; unknown keys are errors)
 Variants:
-  smoke    seconds: 1 model pair, 2 k x 2 d, 2 seeds -- checks the plumbing, no science.
-  default  about 5-8 minutes on 2 CPU cores (mostly XLA compilation, ~10 s per cell): all three
-           models on a cross design (k in 4..32 at d = 8, d in 4..32 at k = 8), 8 seeds each.
+  smoke    about 20-40 s (4 cells, mostly XLA compilation): CNN and LCN at k in {4, 8}, d = 8, 2 seeds --
+           checks the plumbing, no science.
+  default  about 5-10 minutes on 2 shared CPU cores (mostly XLA compilation, 5-30 s per cell): all
+           three models on a cross design (k in 4..32 at d = 32, d in 8..64 at k = 4), 8 seeds,
+           c = 1 (sigma = 1/sqrt(k)), eps = 0.2.
            Expected result: n* ordered CNN < LCN < FCN in every cell; fitted slopes and the
            LCN/CNN and FCN/LCN ratios in runs/dsd/summary.json, plot runs/dsd/nstar.png
            (measured numbers: theory/README.md).
@@ -28,13 +30,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.seed = 0
   c.models = ("cnn", "lcn", "fcn")
   c.ks = (4, 8, 16, 32)
-  c.ds = (4, 8, 16, 32)
+  c.ds = (8, 16, 32, 64)
   c.design = "cross"       # 'cross': k-line at d_ref plus d-line at k_ref; 'grid': every (k, d)
-  c.k_ref = 8
-  c.d_ref = 8
+  c.k_ref = 4
+  c.d_ref = 32
 
   c.data = ml_collections.ConfigDict()
-  c.data.cs = (0.7,)       # noise constants swept: sigma = c / sqrt(k) ('c/sqrt(k)') or sigma = c ('const')
+  c.data.cs = (1.0,)       # noise constants swept: sigma = c / sqrt(k) ('c/sqrt(k)') or sigma = c ('const')
   c.data.sigma_rule = "c/sqrt(k)"
   c.data.noise_free_signal = False
   c.data.wstar = "fixed"   # 'fixed' (e_1) or 'random' (a new unit vector per seed)
@@ -55,27 +57,28 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.gd.b = ml_collections.ConfigDict({"cnn": 1.0, "lcn": 1.0, "fcn": 0.0})
 
   c.sc = ml_collections.ConfigDict()
-  c.sc.eps = 0.1
+  c.sc.eps = 0.2
   c.sc.num_seeds = 8
   c.sc.n_boot = 1000
   c.sc.ci = 0.95
-  c.sc.points = 16          # log-spaced grid points per cell
+  c.sc.points = 14          # log-spaced grid points per cell
   c.sc.n_range = ml_collections.ConfigDict(
-      {"cnn": (2, 4096), "lcn": (2, 16384), "fcn": (2, 65536)})
+      {"cnn": (2, 4096), "lcn": (2, 16384), "fcn": (2, 16384)})
   c.sc.num_devices = 0      # 0: all available devices
 
   if variant == "smoke":
     c.models = ("cnn", "lcn")
-    c.ks, c.ds, c.k_ref, c.d_ref = (4, 8), (4, 8), 4, 4
+    c.ks, c.ds, c.k_ref, c.d_ref = (4, 8), (8,), 4, 8
     c.design = "grid"
     c.data.n_test = 500
     c.sc.num_seeds, c.sc.n_boot, c.sc.points = 2, 100, 6
     c.sc.n_range = ml_collections.ConfigDict({"cnn": (2, 256), "lcn": (2, 512), "fcn": (2, 1024)})
   elif variant == "paper":
-    c.ks, c.ds, c.design = (4, 8, 12, 16, 20, 25, 30), (4, 8, 12, 16, 20, 25, 30), "grid"
+    c.ks, c.ds, c.design = (4, 8, 12, 16, 20, 25, 30), (8, 12, 16, 20, 25, 30), "grid"
+    c.k_ref, c.d_ref = 4, 30
     c.sc.num_seeds = 16
   elif variant == "large":
-    c.ks, c.ds, c.k_ref, c.d_ref = (8, 16, 32, 64, 128), (8, 16, 32, 64, 128), 16, 16
+    c.ks, c.ds, c.k_ref, c.d_ref = (4, 8, 16, 32, 64, 128), (8, 16, 32, 64, 128), 4, 64
     c.sc.num_seeds, c.data.n_test = 32, 8000
     c.sc.n_range = ml_collections.ConfigDict(
         {"cnn": (2, 65536), "lcn": (2, 262144), "fcn": (2, 1048576)})

@@ -7,7 +7,7 @@ import pytest
 from jaxtrain import config as config_lib
 from theory import sweep
 
-TINY = ["models=('cnn',)", "ks=(2, 3)", "ds=(4,)", "design='grid'", "sc.num_seeds=2",
+TINY = ["models=('cnn',)", "ks=(2, 3)", "ds=(4,)", "design=grid", "sc.num_seeds=2",
         "sc.points=4", "sc.n_boot=50", "data.n_test=200",
         "sc.n_range.cnn=(2, 64)", "sc.n_range.lcn=(2, 64)", "sc.eps=0.3"]
 
@@ -41,7 +41,7 @@ def test_sweep_resumes_after_kill_without_redoing_cells(tmp_path):
     assert (tmp_path / name).exists()
   with open(tmp_path / "summary.json") as f:
     s = json.load(f)
-  block = s["results"]["c=0.7"]
+  block = s["results"]["c=1"]
   assert set(block["models"]) == {"cnn"}
   for m in ("cnn",):
     for v in block["models"][m]["n_star"].values():
@@ -55,7 +55,7 @@ def test_sweep_resumes_after_kill_without_redoing_cells(tmp_path):
 def test_grid_that_never_reaches_eps_is_marked_not_reached(tmp_path):
   cfg = tiny("sc.eps=0.001")
   summary = sweep.run_sweep(cfg, str(tmp_path))
-  fit = summary["results"]["c=0.7"]["models"]["cnn"]
+  fit = summary["results"]["c=1"]["models"]["cnn"]
   assert set(fit["n_star"].values()) == {"not reached"}
   assert fit["slope_k"] is None and "no fit" in fit["note"]
   assert len(fit["cells_not_reached"]) == 2
@@ -66,7 +66,7 @@ def test_grid_that_never_reaches_eps_is_marked_not_reached(tmp_path):
 @pytest.mark.parametrize("override,match", [
     ("ks=(0, 4)", "ks"), ("ds=(4, -1)", "ds"), ("sc.eps=0.5", "sc.eps"), ("sc.eps=0.0", "sc.eps"),
     ("models=('cnn', 'mlp')", "models"), ("sc.n_range.cnn=(64, 8)", "sc.n_range.cnn"),
-    ("gd.loss='hinge'", "gd.loss"), ("data.sigma_rule='k'", "data.sigma_rule")])
+    ("gd.loss=hinge", "gd.loss"), ("data.sigma_rule=k", "data.sigma_rule")])
 def test_bad_configs_raise_clear_errors(override, match, tmp_path):
   with pytest.raises(ValueError, match=match):
     sweep.run_sweep(tiny(override), str(tmp_path / "w"))

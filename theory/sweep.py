@@ -250,9 +250,10 @@ def plot(path: str, cfg: ml_collections.ConfigDict, results: list[dict[str, Any]
     ax.set_yscale("log")
     ax.set_xlabel(axis)
     ax.set_ylabel(f"n*(eps={cfg.sc.eps:g})")
-    ax.set_title(f"n* vs {axis} at {fixed_name}={fixed} (dashed: theorem rate)", fontsize=9)
+    ax.set_title(f"n* vs {axis} at {fixed_name}={fixed}; dashed: theorem rate x sigma^2", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-  axes[0].legend(fontsize=7)
+  if axes[0].get_legend_handles_labels()[0]:
+    axes[0].legend(fontsize=7)
   fig.tight_layout()
   tmp = path + ".tmp.png"
   fig.savefig(tmp, dpi=80)
