@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import logging
 import os
 from typing import Any
 
@@ -19,9 +20,15 @@ from etils import epath
 
 # Replica-parallel saving slices every replicated shard with an eager jax op (one compile per
 # shape); that pays off only for large arrays, so small ones are written whole by one replica.
-ocp.type_handlers.register_type_handler(
-    jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=1 << 20),
-    override=True)
+_absl_logger = logging.getLogger("absl")
+_level = _absl_logger.level
+_absl_logger.setLevel(logging.ERROR)  # quiet the "overriding jax.Array" notice
+try:
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(min_slice_bytes_for_replica_parallel=1 << 20),
+      override=True)
+finally:
+  _absl_logger.setLevel(_level)
 
 # --------------------------------------------------------------------------- data iterator item
 
@@ -92,6 +99,12 @@ def _is_key_array(x: Any) -> bool:
   return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _key_impl(ref: Any) -> Any:
+  if isinstance(ref, jax.Array):
+    return jax.random.key_impl(ref)
+  return ref.dtype._impl  # an abstract key (ShapeDtypeStruct): its dtype carries the impl
+
+
 def _to_nested(tree: Any, abstract: bool) -> dict:
   """Flattens any pytree to a nested dict of leaves keyed by path names (typed keys -> key data)."""
   out: dict = {}
@@ -118,7 +131,7 @@ def _from_nested(nested: dict, like: Any) -> Any:
     for name in [_key_name(p) for p in path] or ["value"]:
       node = node[name]
     if _is_key_array(ref):
-      node = jax.random.wrap_key_data(node, impl=jax.random.key_impl(ref))
+      node = jax.random.wrap_key_data(node, impl=_key_impl(ref))
     leaves.append(node)
   return jax.tree.unflatten(jax.tree.structure(like), leaves)
 

@@ -194,7 +194,7 @@ def train(*, config: Any, workdir: str,
     rng = jax.random.fold_in(base_key, state.step)
 
     def objective(params):
-      model = nnx.merge(graphdef, params, state.rest)
+      model = nnx.merge(graphdef, params, state.rest, copy=True)
       loss, aux = loss_fn(model, batch, rng)
       return loss, (aux, _split(model)[2])
 
@@ -249,8 +249,8 @@ def train(*, config: Any, workdir: str,
       return
     now = time.perf_counter()
     last_metrics = {k: float(v) for k, v in host[-1].items()}
-    last_metrics["steps_per_s"] = ((step - step_log) / max(now - t_log, 1e-9)
-                                   if step > step_log else float("nan"))
+    if step > step_log:  # not on the first step of a run (compilation is not timed)
+      last_metrics["steps_per_s"] = (step - step_log) / max(now - t_log, 1e-9)
     t_log, step_log = now, step
     history.append({"step": step, **last_metrics})
     writer.write(step, last_metrics)

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from flax import nnx
 from jax.experimental.compilation_cache import compilation_cache
 
 import engine_helpers as h
@@ -233,3 +234,37 @@ def test_grain_iterator_position_is_checkpointed(tmp_path):
   resumed = iter(dataset)
   assert run(resumed).step == 5
   assert resumed.get_state() == first.get_state() | {"next_index": 5}
+
+
+class _Stateful(nnx.Module):
+  """Keeps its own dropout rng stream (a typed key and a counter) and batch statistics."""
+
+  def __init__(self, rngs: nnx.Rngs):
+    self.lin = nnx.Linear(8, 4, rngs=rngs)
+    self.drop = nnx.Dropout(0.3, rngs=rngs)
+    self.bn = nnx.BatchNorm(4, rngs=rngs)
+
+  def __call__(self, x):
+    return self.bn(self.drop(self.lin(x)))
+
+
+def _stateful_loss(model, batch, rng):
+  del rng
+  return np.float32(0.5) * ((model(batch["x"]) - batch["y"]) ** 2).mean(), {}
+
+
+def test_stateful_model_resumes_bitwise(tmp_path):
+  def run(workdir, steps):
+    config = h.make_config(steps=steps, checkpoint_every=2)
+    result = loop.train(config=config, workdir=str(workdir), model_fn=_Stateful,
+                        loss_fn=_stateful_loss, train_iter=h.ArrayIterator(16))
+    return nnx.state(result.model)
+
+  run(tmp_path / "a", 3)
+  resumed = run(tmp_path / "a", 5)
+  straight = run(tmp_path / "b", 5)
+  assert int(resumed["drop"]["rngs"]["count"].get_value()) == 5
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(resumed), jax.tree.leaves(straight)):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x, y = jax.random.key_data(x), jax.random.key_data(y)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=jax.tree_util.keystr(path))
