@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -96,22 +97,36 @@ class _Preemption:
 class _Writer:
   """TensorBoard scalars and metrics.jsonl, written by process 0 only."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, start_step: int):
     self.primary = jax.process_index() == 0
     self.tb = None
     self.jsonl = None
     if self.primary:
       from tensorboardX import SummaryWriter
-      self.tb = SummaryWriter(os.path.join(workdir, "tb"))
-      self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      # On resume, records of steps after the restored one (from a killed run) are dropped.
+      self.tb = SummaryWriter(os.path.join(workdir, "tb"),
+                              purge_step=start_step + 1 if start_step else None)
+      path = os.path.join(workdir, "metrics.jsonl")
+      kept = []
+      if os.path.exists(path):
+        with open(path) as f:
+          for line in f:
+            try:
+              if json.loads(line)["step"] <= start_step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, KeyError, TypeError):
+              pass
+      with open(path, "w") as f:
+        f.writelines(kept)
+      self.jsonl = open(path, "a")
 
   def write(self, step: int, metrics: dict) -> None:
     if not self.primary:
       return
     for k, v in metrics.items():
       self.tb.add_scalar(f"train/{k}", float(v), step)
-    self.jsonl.write(metrics_lib.json.dumps(
-        metrics_lib._jsonable({"step": step, **metrics})) + "\n")
+    self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+    self.jsonl.flush()
 
   def close(self) -> None:
     if self.primary:
@@ -222,7 +237,7 @@ def train(*, config: Any, workdir: str,
   step = int(jax.device_get(state.step))
   last_good = ckpt.path(last_ckpt_step)
 
-  writer = _Writer(workdir)
+  writer = _Writer(workdir, step)
   progress = metrics_lib.Progress(total, desc=str(_cfg(config, "name", "train")), start=step)
   history: list[dict] = []
   last_metrics: dict = {}

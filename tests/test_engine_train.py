@@ -195,6 +195,9 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path, reference, cache):
   result = _result(_start(args, cache))
   assert result["step"] == STEPS and result["position"] == STEPS
   assert len(result["losses"]) == STEPS - killed_at
+  # Records the killed run wrote after its last checkpoint were dropped on resume.
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in lines] == list(range(1, STEPS + 1))
   got = dict(np.load(tmp_path / "params.npz"))
   assert got.keys() == ref_params.keys()
   for k in got:
