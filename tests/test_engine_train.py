@@ -157,7 +157,7 @@ def test_two_processes_on_loopback_match_one_process(tmp_path, reference, cache)
   ref, ref_params, _, _ = reference
   port = _free_port()
   procs = [_start(["--workdir", tmp_path / "run", "--out", tmp_path / "params.npz",
-                   "--steps", STEPS, "--checkpoint_every", EVERY, "--devices", 4,
+                   "--steps", STEPS, "--checkpoint_every", STEPS // 2, "--devices", 4,
                    "--num_processes", 2, "--process_id", i, "--port", port], cache)
            for i in range(2)]
   try:
