@@ -1,4 +1,6 @@
 """BrainMAE model: shapes, masking invariants, graph attention, loss, ablations, gradients."""
+import zlib
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -24,8 +26,49 @@ def tiny_config(**overrides):
   return c
 
 
+def build(fn):
+  """fn()'s module with deterministic random parameters filled in by NumPy.
+
+  Compiling the real initialisers costs seconds per configuration; these tests check invariants
+  that hold for any parameter values (test_real_initialisation covers the initialisers).
+  """
+  graphdef, state = nnx.split(nnx.eval_shape(fn))
+
+  def fill(path, var):
+    name = "/".join(map(str, path))
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    shape = var.shape
+    if name.endswith("scale"):
+      value = 1.0 + 0.1 * rng.normal(size=shape)
+    elif len(shape) == 1:
+      value = 0.1 * rng.normal(size=shape)
+    else:
+      fan_in = shape[0] * (shape[1] if name.endswith("wo") else 1)
+      value = rng.normal(size=shape) / np.sqrt(fan_in)
+    return var.replace(jnp.asarray(value, jnp.float32))
+
+  state = nnx.from_flat_state([(p, fill(p, v)) for p, v in nnx.to_flat_state(state)])
+  return nnx.merge(graphdef, state)
+
+
+_models = {}
+
+
 def make(**overrides):
-  return bm.BrainMAE(tiny_config(**overrides), rngs=nnx.Rngs(0))
+  """A tiny BrainMAE, cached per configuration (tests never mutate models)."""
+  key = tuple(sorted(overrides.items()))
+  if key not in _models:
+    _models[key] = build(lambda: bm.BrainMAE(tiny_config(**overrides), rngs=nnx.Rngs(0)))
+  return _models[key]
+
+
+mask_fn = jax.jit(bm.random_mask, static_argnums=(1, 2, 3, 4), compiler_options=FAST)
+interpret = jax.jit(lambda m: (m.roi_attention(), m.roi_similarity()), compiler_options=FAST)
+
+
+@jax.jit(compiler_options=FAST)
+def attention_parts(attn, h, emb, visible):
+  return attn.weights(h, emb, visible), attn.base_weights(emb), attn(h, emb, visible)
 
 
 @jax.jit(compiler_options=FAST)
@@ -44,8 +87,8 @@ def loss_and_grad(model, x, rng):
 
 
 def inputs(seed=1):
-  x = jax.random.normal(jax.random.key(seed), (B, S, N, L))
-  mask = bm.random_mask(jax.random.key(seed + 100), B, S, N, 0.5)
+  x = jnp.asarray(np.random.default_rng(seed).normal(size=(B, S, N, L)), jnp.float32)
+  mask = mask_fn(jax.random.key(seed + 100), B, S, N, 0.5)
   return x, mask
 
 
@@ -60,23 +103,24 @@ def test_shapes(tse):
   chex.assert_shape(enc["states"], (B, S, 16))
   chex.assert_shape(enc["segment_states"], (B, S, 16))
   chex.assert_shape(enc["pooled"], (B, 16))
-  chex.assert_shape(model.roi_attention(), (N, N))
-  chex.assert_shape(model.roi_similarity(), (N, N))
-  np.testing.assert_allclose(np.diag(model.roi_similarity()), 1.0, rtol=1e-5)
+  attention, similarity = interpret(model)
+  chex.assert_shape(attention, (N, N))
+  chex.assert_shape(similarity, (N, N))
+  np.testing.assert_allclose(np.diag(similarity), 1.0, rtol=1e-5)
 
 
 def test_random_mask_counts_and_randomness():
   for ratio, k in [(0.5, 8), (0.3, 5), (0.75, 12), (0.0, 0)]:
-    mask = np.asarray(bm.random_mask(jax.random.key(0), 4, 5, 16, ratio))
+    mask = np.asarray(mask_fn(jax.random.key(0), 4, 5, 16, ratio))
     assert mask.dtype == bool and mask.shape == (4, 5, 16)
     assert (mask.sum(-1) == k).all(), (ratio, mask.sum(-1))
-  mask = np.asarray(bm.random_mask(jax.random.key(0), 4, 5, 16, 0.5)).reshape(20, 16)
+  mask = np.asarray(mask_fn(jax.random.key(0), 4, 5, 16, 0.5)).reshape(20, 16)
   assert len({row.tobytes() for row in mask}) > 15  # differs across segments and batch
-  again = jax.jit(bm.random_mask, static_argnums=(1, 2, 3, 4))(jax.random.key(0), 4, 5, 16, 0.5)
-  np.testing.assert_array_equal(mask.reshape(4, 5, 16), again)  # pure function of the key
+  np.testing.assert_array_equal(mask.reshape(4, 5, 16), mask_fn(jax.random.key(0), 4, 5, 16, 0.5))
+  assert not np.array_equal(mask.reshape(4, 5, 16), mask_fn(jax.random.key(1), 4, 5, 16, 0.5))
   assert bm.num_masked(100, 0.75) == 75 and bm.num_masked(5, 0.5) == 3
   with pytest.raises(ValueError, match="visible"):
-    bm.random_mask(jax.random.key(0), 1, 1, 4, 0.9)
+    mask_fn(jax.random.key(0), 1, 1, 4, 0.9)
 
 
 @pytest.mark.parametrize("self_loops", [False, True])
@@ -85,8 +129,8 @@ def test_graph_attention_weights(self_loops):
   x, mask = inputs()
   attn = model.ga_blocks[0].attn
   emb = model.roi_embeddings()
-  h = jax.random.normal(jax.random.key(5), (B, S, N, 16))
-  w = np.asarray(attn.weights(h, emb, ~mask))  # [B, S, H, N, N]
+  h = jnp.asarray(np.random.default_rng(5).normal(size=(B, S, N, 16)), jnp.float32)
+  w, base, fast = map(np.asarray, attention_parts(attn, h, emb, ~mask))  # w: [B, S, H, N, N]
   np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-5)
   masked_keys = np.broadcast_to(np.asarray(mask)[:, :, None, None, :], w.shape)
   assert np.all(w[masked_keys] == 0.0)
@@ -95,16 +139,15 @@ def test_graph_attention_weights(self_loops):
     assert np.all(diag[np.broadcast_to(~np.asarray(mask)[:, :, None, :], diag.shape)] > 0)
   else:
     assert np.all(diag == 0.0)
-  base = np.asarray(attn.base_weights(emb))
   np.testing.assert_allclose(base.sum(-1), 1.0, rtol=1e-5)
   assert (np.diagonal(base, axis1=-2, axis2=-1) == 0).all() != self_loops
   # The fast path (shared weights, renormalised by a matmul) equals mixing with the weights.
   v = np.einsum("bsnd,dhk->bsnhk", h, attn.wv[...])
   ref = np.einsum("bshnm,bsmhk->bsnhk", w, v)
   ref = np.einsum("bsnhk,hkd->bsnd", ref, attn.wo[...]) + np.asarray(attn.bo[...])
-  np.testing.assert_allclose(attn(h, emb, ~mask), ref, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-5)
   # Embedding attention is shared by all segments: the head average is roi_attention().
-  np.testing.assert_allclose(model.roi_attention(), base.mean(0), rtol=1e-6)
+  np.testing.assert_allclose(interpret(model)[0], base.mean(0), rtol=1e-6)
 
 
 @pytest.mark.parametrize("overrides", [dict(tse="sg", pooling="mean"), dict(tse="ag", pooling="attention"),
@@ -138,7 +181,7 @@ def test_pretrain_loss_counts_masked_cells_only():
   x, _ = inputs()
   rng = jax.random.key(7)
   loss, metrics = loss_fn(model, x, rng)
-  mask = np.asarray(bm.random_mask(jax.random.split(rng)[0], B, S, N, 0.5))
+  mask = np.asarray(mask_fn(jax.random.split(rng)[0], B, S, N, 0.5))
   recon = np.asarray(forward(model, x, jnp.asarray(mask))[0], np.float64)
   err = (recon - np.asarray(x, np.float64)) ** 2
   np.testing.assert_allclose(loss, err[mask].mean(), rtol=1e-5)
@@ -159,41 +202,38 @@ def test_ablation_switches():
   np.testing.assert_allclose(fixed.roi_embeddings(), bm.sinusoidal_embedding(N, 16))
   assert not any("roi_embed" in str(p) for p, _ in nnx.to_flat_state(nnx.state(fixed, nnx.Param)))
   # No embedding attention: weights come from the tokens, so they differ between segments.
-  plain = make(embedding_attention=False)
-  h = jax.random.normal(jax.random.key(5), (B, S, N, 16))
-  w = np.asarray(plain.ga_blocks[0].attn.weights(h, plain.roi_embeddings(), None))
+  plain = make(embedding_attention=False, self_loops=True)
+  h = jnp.asarray(np.random.default_rng(5).normal(size=(B, S, N, 16)), jnp.float32)
+  w = np.asarray(attention_parts(plain.ga_blocks[0].attn, h, plain.roi_embeddings(), None)[0])
   assert not np.allclose(w[0, 0], w[0, 1])
   with pytest.raises(ValueError, match="embedding_attention"):
     plain.roi_attention()
-  w_emb = np.asarray(make().ga_blocks[0].attn.weights(h, make().roi_embeddings(), None))
+  w_emb = np.asarray(attention_parts(make().ga_blocks[0].attn, h, make().roi_embeddings(), None)[0])
   np.testing.assert_allclose(w_emb[0, 0], w_emb[1, 2])
   # Self-loops kept: the diagonal carries weight; removed: it does not.
-  assert np.all(np.diagonal(make(self_loops=True).roi_attention()) > 0)
-  assert np.all(np.diagonal(make().roi_attention()) == 0)
+  assert np.all(np.diagonal(interpret(make(self_loops=True))[0]) > 0)
+  assert np.all(np.diagonal(interpret(make())[0]) == 0)
   # AG-TSE has self-attention blocks, SG-TSE only graph-attention blocks.
-  assert len(make(tse="ag").sa_blocks) == 1 and len(make(tse="sg").sa_blocks) == 0
-  assert len(make(tse="sg", tse_depth=3).ga_blocks) == 3
+  shape = lambda **o: nnx.eval_shape(lambda: bm.BrainMAE(tiny_config(**o), rngs=nnx.Rngs(0)))  # noqa: E731
+  assert len(shape(tse="ag").sa_blocks) == 1 and len(shape(tse="sg").sa_blocks) == 0
+  assert len(shape(tse="sg", tse_depth=3).ga_blocks) == 3 and len(shape(tse="ag").ga_blocks) == 1
 
 
 def test_jit_grad_finite_and_reaches_parameters():
-  model = make(tse="ag", pooling="attention")
-  x, mask = inputs()
+  model = make(tse="ag", pooling="attention", dropout=0.1)
+  x, _ = inputs()
   (loss, _), g = loss_and_grad(model, x, jax.random.key(0))
   assert np.isfinite(float(loss))
   chex.assert_tree_all_finite(g)
   flat = {"/".join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(g)}
   for name in ["mask_token", "roi_embed", "token_proj/kernel", "seg_pos", "dec_out/kernel",
-               "ga_blocks/0/attn/wq", "sa_blocks/0/attn/wqkv", "temporal/0/attn/wqkv"]:
+               "pool_query", "ga_blocks/0/attn/wq", "sa_blocks/0/attn/wqkv", "temporal/0/attn/wqkv"]:
     key = next(k for k in flat if k.startswith(name))
     assert np.abs(flat[key]).sum() > 0, name
-  # Dropout is active in training only, and keyed by the rng.
-  model = make(dropout=0.2)
-  train = jax.jit(lambda m, x, mask, rng: m(x, mask, deterministic=False, rng=rng),
-                  compiler_options=FAST)
-  a, b = train(model, x, mask, jax.random.key(0)), train(model, x, mask, jax.random.key(1))
-  assert not np.allclose(a, b)
-  np.testing.assert_array_equal(a, train(model, x, mask, jax.random.key(0)))
-  np.testing.assert_allclose(forward(model, x, mask)[0], forward(make(), x, mask)[0])
+  # Dropout (active in training) and the mask are keyed by the rng: same key, same loss.
+  (loss1, _), _ = loss_and_grad(model, x, jax.random.key(1))
+  (loss0, _), _ = loss_and_grad(model, x, jax.random.key(0))
+  assert float(loss) != float(loss1) and float(loss) == float(loss0)
 
 
 def _np_graph_attention(h, emb, visible, wq, wk, wv, wo, bo, self_loops):
@@ -217,8 +257,8 @@ def _np_graph_attention(h, emb, visible, wq, wk, wv, wo, bo, self_loops):
 @pytest.mark.parametrize("self_loops", [False, True])
 def test_graph_attention_matches_float64_reference_and_gradients(self_loops):
   d, heads, n = 6, 2, 5
-  attn = bm.GraphAttention(d, d, heads, embedding_attention=True, self_loops=self_loops,
-                           rngs=nnx.Rngs(3))
+  attn = build(lambda: bm.GraphAttention(d, d, heads, embedding_attention=True,
+                                         self_loops=self_loops, rngs=nnx.Rngs(3)))
   rng = np.random.default_rng(1)
   h = rng.normal(size=(2, 2, n, d))
   emb = rng.normal(size=(n, d))
@@ -260,8 +300,9 @@ def test_graph_attention_matches_float64_reference_and_gradients(self_loops):
 
 @pytest.mark.parametrize("freeze", [False, True])
 def test_prediction_head(freeze):
-  model = bm.BrainMAEForPrediction(tiny_config(), num_outputs=3, rngs=nnx.Rngs(0),
-                                   head="mlp" if freeze else "linear", freeze_encoder=freeze)
+  model = build(lambda: bm.BrainMAEForPrediction(tiny_config(), num_outputs=3, rngs=nnx.Rngs(0),
+                                                 head="mlp" if freeze else "linear",
+                                                 freeze_encoder=freeze))
   x, _ = inputs()
   out, g = jax.jit(lambda m: (m(x), nnx.grad(lambda m: jnp.sum(m(x) ** 2))(m)),
                    compiler_options=FAST)(model)
@@ -275,10 +316,10 @@ def test_prediction_head(freeze):
 
 def test_logical_axis_names_on_all_params():
   for model in (make(tse="ag", pooling="attention"),
-                bm.BrainMAEForPrediction(tiny_config(), 2, rngs=nnx.Rngs(0))):
+                nnx.eval_shape(lambda: bm.BrainMAEForPrediction(tiny_config(), 2, rngs=nnx.Rngs(0)))):
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
       names = var.get_metadata().get("out_sharding")
-      assert names is not None and len(names) == var[...].ndim, path
+      assert names is not None and len(names) == len(var.shape), path
       assert all(n is None or n in bm.LOGICAL_AXES for n in names), (path, names)
   assert bm.LOGICAL_AXES.count("embed") == 1
 
@@ -312,5 +353,15 @@ def test_bfloat16_compute():
 def test_accepts_full_training_config():
   import ml_collections
   cfg = ml_collections.ConfigDict({"model": tiny_config()})
-  model = bm.BrainMAE(cfg, rngs=nnx.Rngs(0))
+  model = nnx.eval_shape(lambda: bm.BrainMAE(cfg, rngs=nnx.Rngs(0)))
   assert model.config.num_rois == N
+
+
+def test_real_initialisation():
+  model = jax.jit(lambda: nnx.state(bm.BrainMAE(tiny_config(), rngs=nnx.Rngs(0))),
+                  compiler_options=FAST)()
+  flat = {"/".join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(model)}
+  chex.assert_tree_all_finite(flat)
+  assert 0.005 < flat["roi_embed"].std() < 0.05 and 0.005 < flat["mask_token"].std() < 0.05
+  assert np.all(flat["tse_norm/scale"] == 1.0) and np.all(flat["token_proj/bias"] == 0.0)
+  assert 0.1 < flat["ga_blocks/0/attn/wq"].std() * np.sqrt(16) < 2.0
