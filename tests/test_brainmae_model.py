@@ -150,7 +150,8 @@ def test_graph_attention_weights(self_loops):
   np.testing.assert_allclose(interpret(model)[0], base.mean(0), rtol=1e-6)
 
 
-@pytest.mark.parametrize("overrides", [dict(tse="sg", pooling="mean"), dict(tse="ag", pooling="attention"),
+@pytest.mark.parametrize("overrides", [dict(tse="sg", pooling="mean"),
+                                       dict(tse="ag", pooling="attention"),
                                        dict(embedding_attention=False, self_loops=True)])
 def test_masked_content_never_leaks(overrides):
   model = make(**overrides)
@@ -214,7 +215,9 @@ def test_ablation_switches():
   assert np.all(np.diagonal(interpret(make(self_loops=True))[0]) > 0)
   assert np.all(np.diagonal(interpret(make())[0]) == 0)
   # AG-TSE has self-attention blocks, SG-TSE only graph-attention blocks.
-  shape = lambda **o: nnx.eval_shape(lambda: bm.BrainMAE(tiny_config(**o), rngs=nnx.Rngs(0)))  # noqa: E731
+  def shape(**o):
+    return nnx.eval_shape(lambda: bm.BrainMAE(tiny_config(**o), rngs=nnx.Rngs(0)))
+
   assert len(shape(tse="ag").sa_blocks) == 1 and len(shape(tse="sg").sa_blocks) == 0
   assert len(shape(tse="sg", tse_depth=3).ga_blocks) == 3 and len(shape(tse="ag").ga_blocks) == 1
 
@@ -286,7 +289,8 @@ def test_graph_attention_matches_float64_reference_and_gradients(self_loops):
     return jnp.sum(jnp.asarray(cot, jnp.float32) * m(h, emb, jnp.asarray(visible)))
 
   args = [h, emb] + [params[k] for k in ("wq", "wk", "wv", "wo", "bo")]
-  grads = jax.jit(jax.grad(f_jax, argnums=tuple(range(7))), compiler_options=FAST)(*[jnp.asarray(a, jnp.float32) for a in args])
+  grad_fn = jax.jit(jax.grad(f_jax, argnums=tuple(range(7))), compiler_options=FAST)
+  grads = grad_fn(*[jnp.asarray(a, jnp.float32) for a in args])
   eps = 1e-6
   for i, (a, g) in enumerate(zip(args, grads)):
     for trial in range(2):

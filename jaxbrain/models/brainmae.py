@@ -101,7 +101,8 @@ def random_mask(rng: Array, batch: int, num_segments: int, num_rois: int, mask_r
   """Segment-wise ROI mask, bool [batch, S, N], True = masked; exactly round(ratio*N) per segment."""
   k = num_masked(num_rois, mask_ratio)
   if not 0 <= k < num_rois:
-    raise ValueError(f"mask_ratio={mask_ratio!r} masks {k} of {num_rois} ROIs; at least one must stay visible")
+    raise ValueError(f"mask_ratio={mask_ratio!r} masks {k} of {num_rois} ROIs; "
+                     "at least one must stay visible")
   u = jax.random.uniform(rng, (batch, num_segments, num_rois))
   ranks = jnp.argsort(jnp.argsort(u, axis=-1), axis=-1)
   return ranks < k
@@ -116,18 +117,19 @@ def masked_mse(recon: Array, x: Array, mask: Array | None) -> Array:
   return jnp.sum(err * w) / jnp.maximum(jnp.sum(w) * x.shape[-1], 1.0)
 
 
-def pretrain_loss(model: "BrainMAE", batch: dict, rng: Array) -> tuple[Array, dict]:
+def pretrain_loss(model: "BrainMAE", batch: dict, rng: Array, *, train: bool = True
+                  ) -> tuple[Array, dict]:
   """Masked-reconstruction loss, ``loss_fn(model, batch, rng)`` for the engine.
 
-  The mask and the dropout keys both come from ``rng``. With mask_ratio = 0 (the plain autoencoder
-  ablation) the loss covers every cell.
+  The mask and the dropout keys both come from ``rng``; ``train=False`` turns dropout off (eval).
+  With mask_ratio = 0 (the plain autoencoder ablation) the loss covers every cell.
   """
   x = batch["x"]
   b, s, n, _ = x.shape
   mask_rng, drop_rng = jax.random.split(rng)
   ratio = model.config.mask_ratio
   mask = random_mask(mask_rng, b, s, n, ratio)
-  recon = model(x, mask, deterministic=model.config.dropout == 0.0, rng=drop_rng)
+  recon = model(x, mask, deterministic=not train or model.config.dropout == 0.0, rng=drop_rng)
   loss = masked_mse(recon, x, mask if num_masked(n, ratio) > 0 else None)
   metrics = {"loss": loss, "mask_fraction": jnp.mean(mask.astype(jnp.float32))}
   if num_masked(n, ratio) > 0:
@@ -470,7 +472,8 @@ class BrainMAE(nnx.Module):
     # Segment states: pooling over visible ROI tokens.
     w = jnp.ones(tokens.shape[:3], jnp.float32) if visible is None else visible.astype(jnp.float32)
     if self.pool_query is not None:
-      logits = self.pool_key(tokens).astype(jnp.float32) @ self.pool_query[...] / math.sqrt(tokens.shape[-1])
+      keys = self.pool_key(tokens).astype(jnp.float32)
+      logits = keys @ self.pool_query[...] / math.sqrt(tokens.shape[-1])
       w = _masked_softmax(logits, w > 0)
     else:
       w = w / jnp.sum(w, axis=-1, keepdims=True)
