@@ -115,7 +115,7 @@ def _rules_dict(rules: Any) -> dict[str, Any]:
 
 def _spec_for(path: str, shape: tuple[int, ...], names: Sequence[Any] | None,
               mesh: Mesh, rules: dict[str, Any]) -> PartitionSpec:
-  if not names:
+  if not names or not shape:  # scalars (e.g. optax's placeholders for frozen leaves) replicate
     return PartitionSpec()
   if isinstance(names, PartitionSpec):
     names = tuple(names)
@@ -169,7 +169,9 @@ def shardings_for(abstract_state: Any, mesh: Mesh, rules: Any = ()) -> Any:
     if isinstance(x, nnx.Variable):
       names = x.get_metadata().get("out_sharding")
       value = x.get_value()
-      shape = tuple(getattr(value, "shape", ()))
+      if not hasattr(value, "shape"):  # e.g. optax.MaskedNode placeholders: keep their structure
+        return x.replace(jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), value))
+      shape = tuple(value.shape)
       spec = _spec_for(jax.tree_util.keystr(path), shape, names, mesh, rules)
       return x.replace(NamedSharding(mesh, spec))
     return NamedSharding(mesh, PartitionSpec())

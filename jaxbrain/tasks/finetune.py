@@ -16,7 +16,7 @@ from jaxbrain.evaluation import cv, metrics
 from jaxbrain.models.brainmae import BrainMAEForPrediction
 from jaxbrain.tasks import inference
 from jaxbrain.tasks.inputs import FmriData, window_arrays
-from jaxtrain import loop, optim
+from jaxtrain import loop
 
 TASKS = ("classification", "regression")
 
@@ -40,27 +40,20 @@ def _loss_fn(task: str):
   return loss_fn
 
 
-def _probe_tx(optim_cfg: ml_collections.ConfigDict, steps: int) -> optax.GradientTransformation:
-  """Optimiser that updates the head only: encoder parameters get exactly zero updates."""
-  def labels(params):
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: "frozen" if "encoder" in jax.tree_util.keystr(path) else "head", params)
-  return optax.multi_transform({"head": optim.make_optimizer(optim_cfg, steps),
-                                "frozen": optax.set_to_zero()}, labels)
-
-
 def finetune_fold(config: ml_collections.ConfigDict, workdir: str, encoder_state: nnx.State,
                   train: dict[str, np.ndarray], test: dict[str, np.ndarray], task: str,
-                  num_outputs: int, mode: str) -> dict:
+                  num_outputs: int, mode: str) -> tuple[dict, nnx.Module]:
   """Trains a head (probe) or the whole model (full) on ``train`` windows; returns subject-level
-  test metrics (window predictions averaged per subject)."""
+  test metrics (window predictions averaged per subject) and the trained model."""
   ft = config.finetune
+  # A probe stops gradients at the encoder and has no weight decay, so AdamW's update of every
+  # encoder parameter is exactly zero: the encoder stays bit-for-bit as pretrained.
+  probe = mode == "probe"
   cfg = ml_collections.ConfigDict(config.to_dict())
   cfg.train.update(dict(steps=ft.steps, batch_size=ft.batch_size, checkpoint_every=ft.steps))
   cfg.optim.update(dict(lr=ft.probe_lr if mode == "probe" else ft.lr,
                         warmup_steps=min(cfg.optim.warmup_steps, ft.steps // 10),
-                        weight_decay=0.0 if mode == "probe" else cfg.optim.weight_decay))
-  probe = mode == "probe"
+                        weight_decay=0.0 if probe else cfg.optim.weight_decay))
   mu, sd = 0.0, 1.0
   if task == "regression":  # standardised targets (training statistics), predictions mapped back
     mu, sd = float(train["label"].mean()), float(train["label"].std()) or 1.0
@@ -74,15 +67,15 @@ def finetune_fold(config: ml_collections.ConfigDict, workdir: str, encoder_state
   it = make_loader(InMemorySource({"x": train["x"], "label": train["label"]}),
                    global_batch_size=ft.batch_size, seed=config.seed, fields=("x", "label"))
   result = loop.train(config=cfg, workdir=workdir, model_fn=model_fn, loss_fn=_loss_fn(task),
-                      train_iter=it, tx=_probe_tx(cfg.optim, ft.steps) if probe else None)
+                      train_iter=it)
   out = inference.predict(result.model, test["x"], config.eval.batch_size)
   subjects = np.unique(test["subject"])
   per_subject = np.stack([out[test["subject"] == s].mean(0) for s in subjects])
   y = np.asarray([test["label"][test["subject"] == s][0] for s in subjects])
   if task == "classification":
     scores = np.asarray(jax.nn.softmax(per_subject, axis=-1))
-    return metrics.classification_metrics(y, scores)
-  return metrics.regression_metrics(y, per_subject[:, 0] * sd + mu)
+    return metrics.classification_metrics(y, scores), result.model
+  return metrics.regression_metrics(y, per_subject[:, 0] * sd + mu), result.model
 
 
 def cross_validate(config: ml_collections.ConfigDict, workdir: str, data: FmriData,
@@ -108,7 +101,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str, data: FmriDa
           return window_arrays(data.select(ids), config.data, labels=y[[index[i] for i in ids]],
                                subject_index=[index[i] for i in ids])
         train, test = arrays(train_ids), arrays(test_ids)
-        m = finetune_fold(config, os.path.join(workdir, "finetune", column, mode, f"fold_{k}"),
+        m, _ = finetune_fold(config, os.path.join(workdir, "finetune", column, mode, f"fold_{k}"),
                           encoder_state, train, test, task, num_outputs, mode)
         fold_metrics.append(m)
       results[column][mode] = cv.aggregate_folds(fold_metrics)

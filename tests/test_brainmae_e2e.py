@@ -1,0 +1,199 @@
+"""BrainMAE through the real entry points: `python -m jaxbrain.main`, train_and_evaluate, the
+sharded train step, fine-tuning and probing, and bad inputs that must fail cleanly."""
+import json
+import os
+import subprocess
+import sys
+
+import chex
+import jax
+import numpy as np
+import pytest
+import scipy.io
+from flax import nnx
+
+from jaxbrain.data.validation import DataError
+from jaxbrain.models.brainmae import BrainMAE, pretrain_loss
+from jaxbrain.tasks import finetune
+from jaxbrain.tasks.train import train_and_evaluate
+from jaxtrain import loop, mesh as mesh_lib
+from jaxtrain.config import ConfigError, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["train.steps=4", "train.log_every=2", "train.checkpoint_every=2", "train.batch_size=8",
+        "eval.ridge_lambda=0.01", "eval.num_permutations=200", "eval.batch_size=16"]
+
+
+def _run_main(*args, timeout=600):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  return subprocess.run([sys.executable, "-m", "jaxbrain.main", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_main_smoke_run_writes_summary_and_exports(tmp_path):
+  workdir = tmp_path / "run"
+  proc = _run_main("--config=configs/brainmae.py:smoke", f"--workdir={workdir}",
+                   *[f"--config.{o}" for o in TINY])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["name"] == "brainmae:smoke" and summary["step"] == 4
+  ev = summary["eval"]
+  for key in ("recon_mse_model", "recon_mse_roi_mean", "recon_mse_linear_interp",
+              "recon_mse_ridge", "fingerprint_accuracy", "fingerprint_chance",
+              "homology_p_value"):
+    assert np.isfinite(ev[key]), key
+  assert ev["fingerprint_chance"] == pytest.approx(1 / 3)
+  assert len(summary["heldout_subjects"]) == 3
+  assert not set(summary["heldout_subjects"]) & set(summary["pretrain_subjects"])
+  for name in ("roi_similarity", "roi_attention_0"):
+    assert (workdir / "interpret" / f"{name}.png").stat().st_size > 0
+    assert np.load(workdir / "interpret" / f"{name}.npy").shape == (94, 94)
+  assert os.listdir(workdir / "checkpoints")
+  assert any(f.startswith("events") for f in os.listdir(workdir / "tb"))
+
+
+def test_main_rejects_unknown_config_key_before_writing(tmp_path):
+  workdir = tmp_path / "run"
+  proc = _run_main("--config=configs/brainmae.py:smoke", f"--workdir={workdir}",
+                   "--config.optim.lrr=3e-4")
+  assert proc.returncode == 2
+  assert "optim.lrr" in proc.stderr
+  assert not workdir.exists()
+
+
+def test_unknown_variant_is_named():
+  with pytest.raises(ValueError, match="bogus"):
+    load_config(os.path.join(ROOT, "configs/brainmae.py:bogus"))
+  with pytest.raises(ConfigError, match="model.embed_dimm"):
+    load_config(os.path.join(ROOT, "configs/brainmae.py:smoke"), ["model.embed_dimm=3"])
+
+
+def _folder_config(folder, labels=""):
+  overrides = TINY + ["data.source=folder", f"data.path={folder}", "data.key=tc",
+                      "data.holdout_subjects=1", "model.num_rois=6", "data.tr=2.0",
+                      "data.tau_s=10.0", "model.seg_len=5", "data.stride_frames=5"]
+  if labels:
+    overrides += [f"data.labels_csv={labels}", "data.label_column=age",
+                  "data.label_task=regression"]
+  return load_config(os.path.join(ROOT, "configs/brainmae.py:smoke"), overrides)
+
+
+def _write_subjects(folder, n=3, rois=6, frames=200, seed=0):
+  rng = np.random.default_rng(seed)
+  folder.mkdir(exist_ok=True)
+  for i in range(n):
+    np.save(folder / f"sub{i}.npy", rng.standard_normal((rois, frames)).astype(np.float32))
+
+
+def _nan(folder):
+  x = np.load(folder / "sub1.npy"); x[2, 7] = np.nan; np.save(folder / "sub1.npy", x)
+
+
+def _inf(folder):
+  x = np.load(folder / "sub1.npy"); x[0, 3] = np.inf; np.save(folder / "sub1.npy", x)
+
+
+def _flat(folder):
+  x = np.load(folder / "sub1.npy"); x[4] = 1.5; np.save(folder / "sub1.npy", x)
+
+
+def _short(folder):
+  np.save(folder / "sub1.npy", np.random.default_rng(1).standard_normal((6, 12)))
+
+
+def _rois(folder):
+  np.save(folder / "sub1.npy", np.random.default_rng(1).standard_normal((7, 200)))
+
+
+def _garbage(folder):
+  (folder / "sub1.npy").write_bytes(b"not a numpy file")
+
+
+@pytest.mark.parametrize("corrupt, expected", [
+    (_nan, r"sub1\.npy.*(NaN|nan)"), (_inf, r"sub1\.npy.*inf"), (_flat, r"sub1\.npy.*ROI index 4"),
+    (_short, r"sub1\.npy.*12 frames"), (_rois, r"sub\d\.npy.*sub\d\.npy|7.*6|6.*7"),
+    (_garbage, r"sub1\.npy")])
+def test_bad_subject_file_fails_cleanly(tmp_path, corrupt, expected):
+  folder = tmp_path / "subjects"
+  _write_subjects(folder)
+  corrupt(folder)
+  workdir = tmp_path / "run"
+  with pytest.raises(DataError, match=expected):
+    train_and_evaluate(_folder_config(folder), str(workdir))
+  assert not workdir.exists()
+
+
+def test_missing_folder_and_missing_labels_fail_cleanly(tmp_path):
+  workdir = tmp_path / "run"
+  with pytest.raises(DataError, match="nowhere"):
+    train_and_evaluate(_folder_config(tmp_path / "nowhere"), str(workdir))
+  folder = tmp_path / "subjects"
+  _write_subjects(folder)
+  labels = tmp_path / "labels.csv"
+  labels.write_text("subject_id,age\nsub0,30\nsub2,41\n")
+  with pytest.raises(DataError, match=r"sub1.*labels\.csv"):
+    train_and_evaluate(_folder_config(folder, str(labels)), str(workdir))
+  assert not workdir.exists()
+
+
+def test_folder_source_with_mat_files_runs(tmp_path):
+  folder = tmp_path / "subjects"
+  folder.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    scipy.io.savemat(folder / f"sub{i}.mat", {"tc": rng.standard_normal((6, 200))})
+  summary = train_and_evaluate(_folder_config(folder), str(tmp_path / "run"))
+  assert summary["step"] == 4 and np.isfinite(summary["eval"]["recon_mse_model"])
+
+
+def _pretrain_params(config, mesh, workdir, x):
+  from jaxbrain.data.loader import InMemorySource, make_loader
+  it = make_loader(InMemorySource({"x": x}), global_batch_size=config.train.batch_size,
+                   seed=0, fields=("x",))
+  result = loop.train(config=config, workdir=workdir, mesh=mesh, train_iter=it,
+                      model_fn=lambda rngs: BrainMAE(config.model, rngs=rngs),
+                      loss_fn=pretrain_loss)
+  return result, jax.device_get(nnx.state(result.model, nnx.Param))
+
+
+def test_brainmae_train_step_on_2x4_mesh_matches_one_device(tmp_path):
+  config = load_config(os.path.join(ROOT, "configs/brainmae.py:smoke"),
+                       ["train.steps=3", "train.batch_size=8", "train.checkpoint_every=0",
+                        "model.num_rois=16", "model.embed_dim=32", "model.decoder_dim=16"])
+  x = np.random.default_rng(0).standard_normal((32, 4, 16, 21)).astype(np.float32)
+  one = mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:1])
+  config.mesh.shape.data, config.mesh.shape.fsdp = 2, 4
+  many = mesh_lib.make_mesh(config.mesh)
+  assert many.devices.shape == (2, 4)
+  r1, p1 = _pretrain_params(config, one, str(tmp_path / "one"), x)
+  r8, p8 = _pretrain_params(config, many, str(tmp_path / "many"), x)
+  emb = nnx.state(r8.model, nnx.Param)["roi_embed"][...]
+  assert "fsdp" in str(emb.sharding.spec)  # parameters really are sharded over fsdp
+  chex.assert_trees_all_close(p1, p8, rtol=2e-4, atol=2e-5)
+  assert r1.metrics["loss"] == pytest.approx(r8.metrics["loss"], rel=1e-4)
+
+
+def test_probe_freezes_encoder_and_finetune_reports_cv(tmp_path):
+  config = load_config(os.path.join(ROOT, "configs/brainmae.py:synthetic"), TINY + [
+      "data.synthetic.num_subjects=6", "data.synthetic.length=300", "data.synthetic.num_rois=12",
+      "model.num_rois=12", "data.holdout_subjects=2", "finetune.folds=2", "finetune.steps=3",
+      "finetune.batch_size=8"])
+  summary = train_and_evaluate(config, str(tmp_path / "run"))
+  ft = summary["finetune"]
+  assert set(ft) == {"class", "score"} and set(ft["class"]) == {"full", "probe"}
+  assert len(ft["class"]["probe"]["accuracy"]["folds"]) == 2
+  assert set(ft["score"]["full"]) == {"mae", "pearson_r"}
+  # A probe leaves the encoder bit-for-bit unchanged.
+  from jaxbrain.data.synthetic import make_synthetic
+  from jaxbrain.tasks.inputs import window_arrays
+  subjects, _ = make_synthetic(4, 12, 300, seed=1)
+  arrays = window_arrays(subjects, config.data, labels=np.array([0, 1, 0, 1], np.int32))
+  encoder = BrainMAE(config.model, rngs=nnx.Rngs(3))
+  before = jax.device_get(nnx.state(encoder, nnx.Param))
+  trained = {}
+  for mode in ("probe", "full"):
+    _, model = finetune.finetune_fold(config, str(tmp_path / mode), nnx.state(encoder), arrays,
+                                      arrays, "classification", 2, mode)
+    trained[mode] = jax.device_get(nnx.state(model.encoder, nnx.Param))
+  chex.assert_trees_all_equal(before, trained["probe"])
+  assert not np.array_equal(before["roi_embed"][...], trained["full"]["roi_embed"][...])
