@@ -6,7 +6,7 @@ Variants:
   smoke    about 20-40 s (4 cells, mostly XLA compilation): CNN and LCN at k in {4, 8}, d = 8, 2 seeds --
            checks the plumbing, no science.
   default  about 5-10 minutes on 2 shared CPU cores (mostly XLA compilation, 5-30 s per cell): all
-           three models on a cross design (k in 4..32 at d = 32, d in 8..64 at k = 4), 8 seeds,
+           three models on a cross design (k in 4..32 at d = 32, d in 8..64 at k = 8), 8 seeds,
            c = 1 (sigma = 1/sqrt(k)), eps = 0.2.
            Expected result: n* ordered CNN < LCN < FCN in every cell; fitted slopes and the
            LCN/CNN and FCN/LCN ratios in runs/dsd/summary.json, plot runs/dsd/nstar.png
@@ -32,7 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.ks = (4, 8, 16, 32)
   c.ds = (8, 16, 32, 64)
   c.design = "cross"       # 'cross': k-line at d_ref plus d-line at k_ref; 'grid': every (k, d)
-  c.k_ref = 4
+  c.k_ref = 8
   c.d_ref = 32
 
   c.data = ml_collections.ConfigDict()
