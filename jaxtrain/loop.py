@@ -160,30 +160,30 @@ def _first_bad(pending: list, host: list) -> tuple[int, str, float] | None:
   return None
 
 
-def train(*, config: Any, workdir: str,
-          model_fn: Callable[[nnx.Rngs], nnx.Module],
-          loss_fn: Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]],
-          train_iter: Iterator[dict], mesh: jax.sharding.Mesh | None = None,
-          tx: optax.GradientTransformation | None = None) -> TrainResult:
-  """Trains for ``config.train.steps`` steps, resuming from the latest checkpoint in ``workdir``.
+@dataclasses.dataclass
+class TrainProgram:
+  """The compiled pieces of training: sharded state init and the one jitted, donated step."""
+  init: Callable[[], TrainState]          # jitted, returns state already sharded
+  step: Callable[[TrainState, dict], tuple[TrainState, dict]]  # jitted, donates the state
+  graphdef: Any
+  abstract_state: Any                     # ShapeDtypeStructs with shardings (restore target)
+  state_sharding: TrainState
+  batch_sharding: jax.sharding.NamedSharding
+  mesh: jax.sharding.Mesh
+  rules: tuple
 
-  ``train_iter`` yields this process's share of each global batch (dict of numpy arrays, leading
-  dim = ``config.train.batch_size / process_count``) and has ``get_state()``/``set_state()``.
-  Raises NonFiniteLossError naming the first non-finite step and the last good checkpoint.
-  """
-  t_start = time.perf_counter()
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
-  total = int(config.train.steps)
-  log_every = max(1, int(_cfg(config.train, "log_every", 50)))
-  ckpt_every = int(_cfg(config.train, "checkpoint_every", 0))
-  keep = int(_cfg(config.train, "keep_checkpoints", 3))
-  global_bs = int(config.train.batch_size)
+
+def build_program(config: Any, model_fn: Callable[[nnx.Rngs], nnx.Module],
+                  loss_fn: Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]],
+                  mesh: jax.sharding.Mesh | None = None,
+                  tx: optax.GradientTransformation | None = None) -> TrainProgram:
+  """Builds the sharded state initialiser and the train step that ``train`` runs (benchmarks
+  time the very same step)."""
   seed = int(_cfg(config, "seed", 0))
   mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
   rules = tuple(_cfg(config.mesh, "rules", ()))
-  tx = tx if tx is not None else optim_lib.make_optimizer(config.optim, total)
-  mesh_lib.process_batch_size(global_bs, mesh)
+  tx = tx if tx is not None else optim_lib.make_optimizer(config.optim, int(config.train.steps))
+  mesh_lib.process_batch_size(int(config.train.batch_size), mesh)
 
   # ---- abstract state and its shardings
   def init() -> TrainState:
@@ -224,15 +224,46 @@ def train(*, config: Any, workdir: str,
   jit_step = jax.jit(step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
                      donate_argnums=(0,))
 
+  jit_init = jax.jit(init, out_shardings=state_sh)
+
+  def sharded_init() -> TrainState:
+    with _mesh_context(mesh, rules):
+      return jit_init()
+
+  return TrainProgram(sharded_init, jit_step, graphdef, abstract_sh, state_sh, batch_sh, mesh,
+                      rules)
+
+
+def train(*, config: Any, workdir: str,
+          model_fn: Callable[[nnx.Rngs], nnx.Module],
+          loss_fn: Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]],
+          train_iter: Iterator[dict], mesh: jax.sharding.Mesh | None = None,
+          tx: optax.GradientTransformation | None = None) -> TrainResult:
+  """Trains for ``config.train.steps`` steps, resuming from the latest checkpoint in ``workdir``.
+
+  ``train_iter`` yields this process's share of each global batch (dict of numpy arrays, leading
+  dim = ``config.train.batch_size / process_count``) and has ``get_state()``/``set_state()``.
+  Raises NonFiniteLossError naming the first non-finite step and the last good checkpoint.
+  """
+  t_start = time.perf_counter()
+  workdir = os.path.abspath(workdir)
+  total = int(config.train.steps)
+  log_every = max(1, int(_cfg(config.train, "log_every", 50)))
+  ckpt_every = int(_cfg(config.train, "checkpoint_every", 0))
+  keep = int(_cfg(config.train, "keep_checkpoints", 3))
+  global_bs = int(config.train.batch_size)
+  program = build_program(config, model_fn, loss_fn, mesh, tx)
+  mesh, rules, graphdef, jit_step = program.mesh, program.rules, program.graphdef, program.step
+  os.makedirs(workdir, exist_ok=True)
+
   # ---- state: restore or init
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep,
                                async_save=bool(_cfg(config.train, "async_checkpoints", False)))
   last_ckpt_step = ckpt.latest_step()
   if last_ckpt_step is not None:
-    state = ckpt.restore(last_ckpt_step, abstract_sh, train_iter)
+    state = ckpt.restore(last_ckpt_step, program.abstract_state, train_iter)
   else:
-    with _mesh_context(mesh, rules):
-      state = jax.jit(init, out_shardings=state_sh)()
+    state = program.init()
   step = int(jax.device_get(state.step))
   last_good = ckpt.path(last_ckpt_step)
 
