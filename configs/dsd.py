@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.gd.steps = 100          # many_step only
   c.gd.warmup = 1           # many_step: linear (b = 0) steps first
   c.gd.init_scale = 0.01    # many_step: std of the random init times sqrt(fan_in)
-  c.gd.projection = "ball"  # many_step; two_step always uses the unit sphere
+  c.gd.projection = "sphere"  # many_step ("ball" lets LCN filters shrink below b and die); two_step: sphere
   c.gd.radius = 1.0
   c.gd.b_units = "sigma"    # threshold b given in units of sigma, or 'absolute'
   c.gd.b = ml_collections.ConfigDict({"cnn": 1.0, "lcn": 1.0, "fcn": 0.0})

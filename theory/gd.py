@@ -57,7 +57,7 @@ def two_step(lr1: float = 1.0, lr2: float = 1.0, b: float = 0.5, loss: str = "lo
 
 def many_step(steps: int = 100, lr: float = 1.0, b: float = 0.5, warmup: int = 1,
               loss: str = "logistic", activation: str = "soft_threshold", init_scale: float = 0.01,
-              projection: str = "ball", radius: float = 1.0) -> GDConfig:
+              projection: str = "sphere", radius: float = 1.0) -> GDConfig:
   """The many-step preset: small random init, ``warmup`` linear steps (b=0), then threshold b."""
   if steps < 1 or not 0 <= warmup <= steps:
     raise ValueError(f"gd: need steps >= 1 and 0 <= warmup <= steps (got {steps}, {warmup})")
