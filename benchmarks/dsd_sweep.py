@@ -15,7 +15,6 @@ Prints numbers only; no thresholds.
 """
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys

@@ -1,5 +1,4 @@
 """One GD step against a hand-computed gradient (NumPy float64), for every model and both losses."""
-import jax
 import numpy as np
 import pytest
 
