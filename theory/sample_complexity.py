@@ -146,8 +146,8 @@ def error_curve(p: Problem, cfg: gd.GDConfig, n_grid: Sequence[int], num_seeds: 
 
 
 def crossing(n_grid: Sequence[int], err: np.ndarray, eps: float) -> tuple[float, str]:
-  """n where ``err`` first falls to ``eps``, log-linearly interpolated; status 'ok', 'below grid'
-  (inf bound -inf returned) or 'not reached' (+inf returned)."""
+  """n where ``err`` first falls to ``eps``, log-linearly interpolated, and a status: 'ok',
+  'below grid' (already at eps at the smallest n; -inf returned) or 'not reached' (+inf returned)."""
   check_eps(eps)
   n = np.asarray(n_grid, np.float64)
   err = np.asarray(err, np.float64)
