@@ -68,7 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
       reconstruction=True, fingerprint=True, interpret=True, batch_size=64, mask_seed=1234,
       ridge_lambda=-1.0, num_permutations=10000,
-      fingerprint_embedding="tokens"))
+      fingerprint_embedding="token_fc", fingerprint_query_windows=1, fingerprint_center=False))
 
   c.finetune = ml_collections.ConfigDict(dict(
       enabled=False, targets=("class:classification", "score:regression"), folds=5, modes=("full", "probe"), steps=300,

@@ -152,7 +152,10 @@ def test_graph_attention_weights(self_loops):
 
 @pytest.mark.parametrize("overrides", [dict(tse="sg", pooling="mean"),
                                        dict(tse="ag", pooling="attention"),
-                                       dict(embedding_attention=False, self_loops=True)])
+                                       dict(embedding_attention=False, self_loops=True),
+                                       dict(roi_temporal="encoder"),
+                                       dict(roi_temporal="decoder"),
+                                       dict(roi_temporal="none")])
 def test_masked_content_never_leaks(overrides):
   model = make(**overrides)
   x, mask = inputs()
@@ -230,7 +233,8 @@ def test_jit_grad_finite_and_reaches_parameters():
   chex.assert_tree_all_finite(g)
   flat = {"/".join(map(str, k)): np.asarray(v) for k, v in nnx.to_flat_state(g)}
   for name in ["mask_token", "roi_embed", "token_proj/kernel", "seg_pos", "dec_out/kernel",
-               "pool_query", "ga_blocks/0/attn/wq", "sa_blocks/0/attn/wqkv", "temporal/0/attn/wqkv"]:
+               "pool_query", "ga_blocks/0/attn/wq", "sa_blocks/0/attn/wqkv", "temporal/0/attn/wqkv",
+               "enc_temporal/0/attn/wqkv", "enc_temporal/0/seg_bias", "dec_temporal/0/mlp"]:
     key = next(k for k in flat if k.startswith(name))
     assert np.abs(flat[key]).sum() > 0, name
   # Dropout (active in training) and the mask are keyed by the rng: same key, same loss.
@@ -369,3 +373,63 @@ def test_real_initialisation():
   assert 0.005 < flat["roi_embed"].std() < 0.05 and 0.005 < flat["mask_token"].std() < 0.05
   assert np.all(flat["tse_norm/scale"] == 1.0) and np.all(flat["token_proj/bias"] == 0.0)
   assert 0.1 < flat["ga_blocks/0/attn/wq"].std() * np.sqrt(16) < 2.0
+
+
+@jax.jit(compiler_options=FAST)
+def tokens_of(model, x, mask):
+  return model.encode(x, mask)["tokens"]
+
+
+def test_roi_temporal_sees_own_roi_in_other_segments():
+  """With roi_temporal the encoder token of a masked cell depends on the same ROI's visible cells
+  in other segments; without it, tokens only see their own segment."""
+  x, _ = inputs()
+  mask = np.zeros((B, S, N), bool)
+  mask[:, 0, 0] = True   # cell (segment 0, ROI 0) masked
+  mask[:, 1, 1:] = True  # segment 1: only ROI 0 visible
+  mask = jnp.asarray(mask)
+  x2 = x.at[:, 1, 0].add(1.0)  # change the visible cell (segment 1, ROI 0)
+  for mode, sees in (("encoder", True), ("both", True), ("none", False), ("decoder", False)):
+    m = make(roi_temporal=mode)
+    t1, t2 = np.asarray(tokens_of(m, x, mask)), np.asarray(tokens_of(m, x2, mask))
+    assert (not np.allclose(t1[:, 0, 0], t2[:, 0, 0])) == sees, mode
+  assert len(make(roi_temporal="none").enc_temporal) == 0
+  assert len(make(roi_temporal="none").dec_temporal) == 0
+
+
+def _np_layernorm(x, scale, bias, eps=1e-6):
+  mu = x.mean(-1, keepdims=True)
+  return (x - mu) / np.sqrt(((x - mu) ** 2).mean(-1, keepdims=True) + eps) * scale + bias
+
+
+def _np_gelu(x):
+  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def test_roi_temporal_block_matches_float64_reference():
+  blk = make(roi_temporal="encoder").enc_temporal[0]
+  p = {"/".join(map(str, k)): np.asarray(v, np.float64)
+       for k, v in nnx.to_flat_state(nnx.state(blk, nnx.Param))}
+  rng = np.random.default_rng(3)
+  h = rng.normal(size=(B, S, N, 16))
+  valid = rng.random((B, S, N)) < 0.6
+  valid[0, :, 0] = False  # a ROI with no visible segment: attention contributes nothing
+  out = np.asarray(jax.jit(lambda b, h, v: b(h, v), compiler_options=FAST)(
+      blk, jnp.asarray(h, jnp.float32), jnp.asarray(valid)))
+  ref = np.empty_like(h)
+  w, dh = p["attn/wqkv"], p["attn/wqkv"].shape[-1]
+  for b in range(B):
+    for n in range(N):
+      z = _np_layernorm(h[b, :, n], p["norm1/scale"], p["norm1/bias"])  # [S, d]
+      q, k, v = (np.einsum("td,dhk->htk", z, w[:, c]) for c in range(3))
+      logits = np.einsum("htk,hsk->hts", q, k) / np.sqrt(dh) + p["seg_bias"][:, :S, :S]
+      logits = np.where(valid[b, :, n][None, None, :], logits, -np.inf)
+      with np.errstate(invalid="ignore"):
+        a = np.exp(logits - logits.max(-1, keepdims=True))
+        a = np.nan_to_num(a / a.sum(-1, keepdims=True))
+      att = np.einsum("hts,hsk->thk", a, v)
+      y = h[b, :, n] + np.einsum("thk,hkd->td", att, p["attn/wo"]) + p["attn/bo"]
+      z2 = _np_layernorm(y, p["norm2/scale"], p["norm2/bias"])
+      m = _np_gelu(z2 @ p["mlp/fc1/kernel"] + p["mlp/fc1/bias"]) @ p["mlp/fc2/kernel"]
+      ref[b, :, n] = y + m + p["mlp/fc2/bias"]
+  np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)

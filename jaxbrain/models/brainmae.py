@@ -11,6 +11,8 @@ Pipeline:
      visible ROIs of the segment (renormalised)
   -> segment state = pooling over visible ROI tokens -> transformer over segments -> contextual states
   -> light decoder per (segment, ROI): token + contextual state + ROI embedding, graph attention, -> L.
+  Extension beyond the paper (``roi_temporal``, on by default): per-ROI attention across segments in
+  the encoder (visible keys only) and/or the decoder, with a learned relative-segment bias.
 
 Parameters carry logical axis names (``out_sharding`` metadata, no eager sharding) from
 ``LOGICAL_AXES``; the engine maps them to mesh axes with its rules.
@@ -55,6 +57,11 @@ def default_model_config() -> ml_collections.ConfigDict:
   c.embedding_attention = True   # ablation False: attention from token features (self-attention)
   c.roi_embedding = "learned"    # ablation 'fixed': sinusoidal positional embeddings
   c.self_loops = False           # ablation True: keep the diagonal of the graph attention
+  # Our extension beyond the paper (set 'none' for the paper's model): per-ROI attention across the
+  # segments of a window, so a masked cell sees its own ROI in the other segments. 'encoder': one
+  # block after the TSE (keys = visible cells of that ROI); 'decoder': one block in the decoder
+  # (all keys: decoder tokens depend on visible cells only); 'both'.
+  c.roi_temporal = "both"
   c.dtype = "float32"            # compute dtype ('bfloat16' on TPU); parameters stay float32
   return c
 
@@ -76,6 +83,8 @@ def _check_config(c: ml_collections.ConfigDict) -> None:
     bad("tse", "'sg' or 'ag'")
   if c.pooling not in ("mean", "attention"):
     bad("pooling", "'mean' or 'attention'")
+  if c.roi_temporal not in ("none", "encoder", "decoder", "both"):
+    bad("roi_temporal", "'none', 'encoder', 'decoder' or 'both'")
   if c.roi_embedding not in ("learned", "fixed"):
     bad("roi_embedding", "'learned' or 'fixed'")
   if not 0.0 <= float(c.mask_ratio) < 1.0 or num_masked(c.num_rois, c.mask_ratio) >= c.num_rois:
@@ -316,12 +325,15 @@ class SelfAttention(nnx.Module):
     self.head_dim = dh
     self.dtype = dtype
 
-  def __call__(self, h: Array, key_valid: Array | None = None) -> Array:
+  def __call__(self, h: Array, key_valid: Array | None = None, bias: Array | None = None) -> Array:
+    """``bias`` [H, T, T] (optional) is added to the attention logits."""
     dt = self.dtype
     qkv = jnp.einsum("...td,dchk->c...htk", h.astype(dt), self.wqkv[...].astype(dt))
     q, k, v = qkv[0], qkv[1], qkv[2]
     logits = jnp.einsum("...htk,...hsk->...hts", q, k,
                         preferred_element_type=jnp.float32) / math.sqrt(self.head_dim)
+    if bias is not None:
+      logits = logits + bias.astype(jnp.float32)
     valid = None if key_valid is None else key_valid[..., None, None, :]
     p = _masked_softmax(logits, valid).astype(dt)
     out = jnp.einsum("...hts,...hsk->...thk", p, v)
@@ -355,6 +367,32 @@ class AttentionBlock(nnx.Module):
 
   def __call__(self, h: Array, key_valid: Array | None = None, drop: _Dropper = _NO_DROP) -> Array:
     h = h + drop(self.attn(self.norm1(h), key_valid))
+    return h + self.mlp(self.norm2(h), drop)
+
+
+class RoiTemporalBlock(nnx.Module):
+  """Pre-LN block attending, for each ROI separately, across the S segments of a window.
+
+  Logits get a learned per-head bias for each (query segment, key segment) pair, so the block knows
+  which segments are neighbours. ``key_valid`` [B, S, N] restricts the keys (e.g. to visible cells).
+  """
+
+  def __init__(self, dim: int, num_heads: int, mlp_ratio: float, num_segments: int, *,
+               rngs: nnx.Rngs, dtype: Any):
+    self.norm1 = LayerNorm(dim, rngs=rngs, dtype=dtype)
+    self.attn = SelfAttention(dim, num_heads, rngs=rngs, dtype=dtype)
+    self.seg_bias = _param(rngs, _zeros, (num_heads, num_segments, num_segments),
+                           ("heads", "seg", None))
+    self.norm2 = LayerNorm(dim, rngs=rngs, dtype=dtype)
+    self.mlp = Mlp(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype)
+
+  def __call__(self, h: Array, key_valid: Array | None = None, drop: _Dropper = _NO_DROP) -> Array:
+    """h [B, S, N, dim] -> [B, S, N, dim]."""
+    s = h.shape[1]
+    ht = jnp.swapaxes(h, 1, 2)  # [B, N, S, dim]
+    kv = None if key_valid is None else jnp.swapaxes(key_valid, 1, 2)
+    a = self.attn(self.norm1(ht), kv, bias=self.seg_bias[:, :s, :s])
+    h = h + drop(jnp.swapaxes(a, 1, 2))
     return h + self.mlp(self.norm2(h), drop)
 
 
@@ -402,6 +440,10 @@ class BrainMAE(nnx.Module):
       self.sa_blocks = nnx.List([AttentionBlock(d, c.num_heads, c.mlp_ratio, rngs=rngs, dtype=dt)
                                  for _ in range(max(c.tse_depth - 1, 0))])
       self.ga_blocks = nnx.List([GraphBlock(d, d, c.num_heads, c.mlp_ratio, **ga)])
+    enc_t = c.roi_temporal in ("encoder", "both")
+    dec_t = c.roi_temporal in ("decoder", "both")
+    self.enc_temporal = nnx.List([RoiTemporalBlock(d, c.num_heads, c.mlp_ratio, c.num_segments,
+                                                   rngs=rngs, dtype=dt)] if enc_t else [])
     self.tse_norm = LayerNorm(d, rngs=rngs, dtype=dt)
     if c.pooling == "attention":
       self.pool_query = _param(rngs, _embed_init, (d,), ("embed",))
@@ -417,6 +459,8 @@ class BrainMAE(nnx.Module):
     self.dec_token = Dense(d, dd, ("embed", None), rngs=rngs, dtype=dt)
     self.dec_state = Dense(d, dd, ("embed", None), rngs=rngs, dtype=dt, use_bias=False)
     self.dec_roi = Dense(d, dd, ("embed", None), rngs=rngs, dtype=dt, use_bias=False)
+    self.dec_temporal = nnx.List([RoiTemporalBlock(dd, c.decoder_heads, c.mlp_ratio, c.num_segments,
+                                                   rngs=rngs, dtype=dt)] if dec_t else [])
     self.dec_blocks = nnx.List([GraphBlock(dd, d, c.decoder_heads, c.mlp_ratio, **ga)
                                 for _ in range(c.decoder_depth)])
     self.dec_norm = LayerNorm(dd, rngs=rngs, dtype=dt)
@@ -468,6 +512,8 @@ class BrainMAE(nnx.Module):
       h = blk(h, visible, drop)
     for blk in self.ga_blocks:
       h = blk(h, emb, visible, drop)
+    for blk in self.enc_temporal:
+      h = blk(h, visible, drop)
     tokens = self.tse_norm(h)
     # Segment states: pooling over visible ROI tokens.
     w = jnp.ones(tokens.shape[:3], jnp.float32) if visible is None else visible.astype(jnp.float32)
@@ -502,6 +548,8 @@ class BrainMAE(nnx.Module):
     g = (self.dec_token(enc["tokens"]) + self.dec_state(enc["states"])[:, :, None, :]
          + self.dec_roi(emb.astype(dt)))
     # Every decoder token depends on visible cells only, so all keys may be used here.
+    for blk in self.dec_temporal:
+      g = blk(g, None, drop)
     for blk in self.dec_blocks:
       g = blk(g, emb, None, drop)
     return self.dec_out(self.dec_norm(g)).astype(x.dtype)

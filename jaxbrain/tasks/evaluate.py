@@ -37,21 +37,56 @@ def reconstruction_eval(model: nnx.Module, test_x: np.ndarray, train_x: np.ndarr
   return out
 
 
+def _prepare_fingerprint(emb: np.ndarray, subj: np.ndarray, parts: np.ndarray, start: np.ndarray,
+                         query_windows: int, center: bool
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Queries: each subject's second-half windows, in time order, averaged in consecutive groups of
+  ``query_windows`` (one query = a part of a scan; a short last group is dropped unless it is the
+  only one). ``center``: subtract the mean gallery embedding (all subjects) from every row."""
+  emb = np.asarray(emb, np.float64).reshape(len(emb), -1)
+  if center:
+    emb = emb - emb[parts == 0].mean(axis=0)
+  rows_e, rows_s, rows_p = [emb[parts == 0]], [subj[parts == 0]], [parts[parts == 0]]
+  for s in np.unique(subj[parts == 1]):
+    idx = np.nonzero((subj == s) & (parts == 1))[0]
+    idx = idx[np.argsort(start[idx], kind="stable")]
+    groups = max(len(idx) // query_windows, 1)
+    for g in range(groups):
+      rows_e.append(emb[idx[g * query_windows:(g + 1) * query_windows]].mean(axis=0, keepdims=True))
+      rows_s.append(subj[idx[:1]])
+      rows_p.append(np.ones(1, parts.dtype))
+  return np.concatenate(rows_e), np.concatenate(rows_s), np.concatenate(rows_p)
+
+
 def fingerprint_eval(model: nnx.Module, arrays: dict[str, np.ndarray], num_frames: np.ndarray,
                      config: ml_collections.ConfigDict) -> dict:
   """Identify held-out subjects: gallery = windows in the first half of each scan, queries = the
-  second half (windows that straddle the middle are dropped, so no frame is in both)."""
+  second half (windows that straddle the middle are dropped, so no frame is in both), each query
+  the average of ``eval.fingerprint_query_windows`` consecutive windows. The same protocol on the raw
+  signal's functional connectivity is reported as context (``fingerprint_accuracy_raw_fc``)."""
   x, subj, start = arrays["x"], arrays["subject"], arrays["start"]
   length = x.shape[1] * x.shape[3]
   half = num_frames[subj] // 2
   parts = np.where(start + length <= half, 0, np.where(start >= half, 1, -1))
   keep = parts >= 0
-  emb = inference.embed(model, x[keep], config.eval.batch_size, config.eval.fingerprint_embedding)
-  res = fingerprint_lib.fingerprint(emb, subj[keep], parts[keep], 0, 1, match="mean")
-  return {"fingerprint_accuracy": res["accuracy"], "fingerprint_chance": res["chance"],
-          "fingerprint_num_queries": res["n_queries"],
-          "fingerprint_num_subjects": len(res["subject_ids"]),
-          "fingerprint_embedding": config.eval.fingerprint_embedding}
+  x, subj, start, parts = x[keep], subj[keep], start[keep], parts[keep]
+  kind = config.eval.fingerprint_embedding
+  k = int(config.eval.get("fingerprint_query_windows", 1))
+  center = bool(config.eval.get("fingerprint_center", False))
+  if k < 1:
+    raise ValueError(f"config.eval.fingerprint_query_windows={k}: expected a positive integer")
+  out = {}
+  for name, emb in (("", inference.embed(model, x, config.eval.batch_size, kind)),
+                    ("_raw_fc", inference.raw_fc(x))):
+    e, s, p = _prepare_fingerprint(emb, subj, parts, start, k, center)
+    res = fingerprint_lib.fingerprint(e, s, p, 0, 1, match="mean")
+    out[f"fingerprint_accuracy{name}"] = res["accuracy"]
+  out.update({"fingerprint_chance": res["chance"], "fingerprint_num_queries": res["n_queries"],
+              "fingerprint_num_subjects": len(res["subject_ids"]),
+              "fingerprint_embedding": kind, "fingerprint_query_windows": k,
+              "fingerprint_query_frames": int(length + (k - 1) * x.shape[3]),
+              "fingerprint_center": center})
+  return out
 
 
 def interpretability(model: nnx.Module, data: FmriData, workdir: str,
