@@ -18,6 +18,15 @@ class ConfigError(ValueError):
   """A config file, variant or override is invalid."""
 
 
+def get(node: Any, key: str, default: Any) -> Any:
+  """``node[key]``, or ``default`` when the key is absent or None (optional config fields)."""
+  try:
+    value = node[key]
+  except (KeyError, AttributeError):
+    return default
+  return default if value is None else value
+
+
 def _load_module(path: str):
   if not os.path.isfile(path):
     raise ConfigError(f"config file {path!r} does not exist")

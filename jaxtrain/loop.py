@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxtrain import config as config_lib
 from jaxtrain import checkpoint as ckpt_lib
 from jaxtrain import mesh as mesh_lib
 from jaxtrain import metrics as metrics_lib
@@ -48,14 +49,6 @@ class TrainState:
   params: Any
   rest: Any       # non-Param variables (batch statistics, ...)
   opt_state: Any
-
-
-def _cfg(node: Any, key: str, default: Any) -> Any:
-  try:
-    value = node[key]
-  except (KeyError, AttributeError):
-    return default
-  return default if value is None else value
 
 
 class _Preemption:
@@ -183,9 +176,9 @@ def build_program(config: Any, model_fn: Callable[[nnx.Rngs], nnx.Module],
                   tx: optax.GradientTransformation | None = None) -> TrainProgram:
   """Builds the sharded state initialiser and the train step that ``train`` runs (benchmarks
   time the very same step)."""
-  seed = int(_cfg(config, "seed", 0))
+  seed = int(config_lib.get(config, "seed", 0))
   mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
-  rules = tuple(_cfg(config.mesh, "rules", ()))
+  rules = tuple(config_lib.get(config.mesh, "rules", ()))
   tx = tx if tx is not None else optim_lib.make_optimizer(config.optim, int(config.train.steps))
   mesh_lib.process_batch_size(int(config.train.batch_size), mesh)
 
@@ -254,9 +247,9 @@ def train(*, config: Any, workdir: str,
   t_start = time.perf_counter()
   workdir = os.path.abspath(workdir)
   total = int(config.train.steps)
-  log_every = max(1, int(_cfg(config.train, "log_every", 50)))
-  ckpt_every = int(_cfg(config.train, "checkpoint_every", 0))
-  keep = int(_cfg(config.train, "keep_checkpoints", 3))
+  log_every = max(1, int(config_lib.get(config.train, "log_every", 50)))
+  ckpt_every = int(config_lib.get(config.train, "checkpoint_every", 0))
+  keep = int(config_lib.get(config.train, "keep_checkpoints", 3))
   global_bs = int(config.train.batch_size)
   program = build_program(config, model_fn, loss_fn, mesh, tx)
   mesh, rules, graphdef, jit_step = program.mesh, program.rules, program.graphdef, program.step
@@ -264,7 +257,7 @@ def train(*, config: Any, workdir: str,
 
   # ---- state: restore or init
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep,
-                               async_save=bool(_cfg(config.train, "async_checkpoints", False)))
+                               async_save=bool(config_lib.get(config.train, "async_checkpoints", False)))
   last_ckpt_step = ckpt.latest_step()
   if last_ckpt_step is not None:
     state = ckpt.restore(last_ckpt_step, program.abstract_state, train_iter)
@@ -274,7 +267,7 @@ def train(*, config: Any, workdir: str,
   last_good = ckpt.path(last_ckpt_step)
 
   writer = _Writer(workdir, step)
-  progress = metrics_lib.Progress(total, desc=str(_cfg(config, "name", "train")), start=step)
+  progress = metrics_lib.Progress(total, desc=str(config_lib.get(config, "name", "train")), start=step)
   history: list[dict] = []
   last_metrics: dict = {}
   pending: list[tuple[int, dict]] = []
@@ -354,7 +347,7 @@ def train(*, config: Any, workdir: str,
   wall = time.perf_counter() - t_start
   if jax.process_index() == 0:
     metrics_lib.write_json_atomic(os.path.join(workdir, "summary.json"), {
-        "name": str(_cfg(config, "name", "")), "step": step, "preempted": preempted,
+        "name": str(config_lib.get(config, "name", "")), "step": step, "preempted": preempted,
         "final_metrics": last_metrics, "wall_time_s": wall,
         "checkpoint": last_good})
   return TrainResult(model=model, step=step, metrics=last_metrics, history=history,

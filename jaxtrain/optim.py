@@ -6,25 +6,19 @@ from typing import Any
 import jax
 import optax
 
-
-def _get(cfg: Any, key: str, default: Any) -> Any:
-  try:
-    value = cfg[key]
-  except (KeyError, AttributeError):
-    return default
-  return default if value is None else value
+from jaxtrain import config as config_lib
 
 
 def make_schedule(optim_cfg: Any, total_steps: int) -> optax.Schedule:
   """Linear warmup from 0 to ``lr`` over ``warmup_steps``, then cosine decay to ``lr * end_ratio``."""
   lr = float(optim_cfg.lr)
-  warmup = int(_get(optim_cfg, "warmup_steps", 0))
+  warmup = int(config_lib.get(optim_cfg, "warmup_steps", 0))
   if lr < 0:
     raise ValueError(f"config.optim.lr={lr} must be non-negative")
   if warmup < 0:
     raise ValueError(f"config.optim.warmup_steps={warmup} must be non-negative")
-  schedule = str(_get(optim_cfg, "schedule", "cosine"))
-  end = lr * float(_get(optim_cfg, "end_lr_ratio", 0.0))
+  schedule = str(config_lib.get(optim_cfg, "schedule", "cosine"))
+  end = lr * float(config_lib.get(optim_cfg, "end_lr_ratio", 0.0))
   total_steps = max(int(total_steps), warmup + 1)
   if schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total_steps, end_value=end)
@@ -44,15 +38,15 @@ def _decay_mask(params: Any) -> Any:
 def make_optimizer(optim_cfg: Any, total_steps: int) -> optax.GradientTransformation:
   """AdamW with warmup + cosine schedule, global-norm clipping (``grad_clip`` > 0) and decoupled
   weight decay on parameters with two or more dimensions."""
-  clip = float(_get(optim_cfg, "grad_clip", 0.0))
+  clip = float(config_lib.get(optim_cfg, "grad_clip", 0.0))
   parts = []
   if clip > 0:
     parts.append(optax.clip_by_global_norm(clip))
   parts.append(optax.adamw(
       make_schedule(optim_cfg, total_steps),
-      b1=float(_get(optim_cfg, "b1", 0.9)),
-      b2=float(_get(optim_cfg, "b2", 0.999)),
-      eps=float(_get(optim_cfg, "eps", 1e-8)),
-      weight_decay=float(_get(optim_cfg, "weight_decay", 0.0)),
+      b1=float(config_lib.get(optim_cfg, "b1", 0.9)),
+      b2=float(config_lib.get(optim_cfg, "b2", 0.999)),
+      eps=float(config_lib.get(optim_cfg, "eps", 1e-8)),
+      weight_decay=float(config_lib.get(optim_cfg, "weight_decay", 0.0)),
       mask=_decay_mask))
   return optax.chain(*parts)
