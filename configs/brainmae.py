@@ -46,7 +46,6 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.id_column = "subject_id"
   c.data.label_column = ""         # checked for every subject when given
   c.data.label_task = "classification"
-  c.data.tfds_dir = ""             # build/read array_record shards here instead of in-memory data
   c.data.tau_s = 15.0              # segment length in seconds (the paper's tau)
   c.data.num_segments = 4          # segments per window seen by the encoder
   c.data.stride_frames = 7         # hop between consecutive training windows
