@@ -56,9 +56,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.eval.reconstruction:
       ev.update(evaluate.reconstruction_eval(model, test["x"], train["x"], config))
     if config.eval.fingerprint:
-      frames = np.zeros(len(data.ids), np.int64)
-      for sid in split["heldout"]:
-        frames[index[sid]] = data.select([sid])[0].num_frames
+      frames = np.array([s.num_frames for s in data.subjects])  # indexed by window "subject"
       ev.update(evaluate.fingerprint_eval(model, arrays(split["heldout"], seg_len), frames, config))
   if config.eval.interpret and jax.process_index() == 0:
     ev.update(evaluate.interpretability(model, data, workdir, config))
