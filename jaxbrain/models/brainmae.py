@@ -233,6 +233,18 @@ def _masked_softmax(logits: Array, key_valid: Array | None) -> Array:
   return p * key_valid
 
 
+def _project(x: Array, w: Array) -> Array:
+  """x [..., din] @ w [din, *out] -> [..., *out], as one 2-D matmul."""
+  out = w.shape[1:]
+  return jnp.dot(x, w.reshape(w.shape[0], -1)).reshape(x.shape[:-1] + out)
+
+
+def _unproject(x: Array, w: Array) -> Array:
+  """x [..., H, dh] contracted with w [H, dh, dout] -> [..., dout], as one 2-D matmul."""
+  hk = w.shape[0] * w.shape[1]
+  return jnp.dot(x.reshape(x.shape[:-2] + (hk,)), w.reshape(hk, w.shape[2]))
+
+
 class GraphAttention(nnx.Module):
   """Region-aware graph attention over the N ROI tokens of each segment.
 
@@ -289,7 +301,7 @@ class GraphAttention(nnx.Module):
   def __call__(self, h: Array, emb: Array, visible: Array | None) -> Array:
     """h [B, S, N, dim] tokens, emb [N, emb_dim], visible bool [B, S, N] or None -> [B, S, N, dim]."""
     dt = self.dtype
-    v = jnp.einsum("bsnd,dhk->bsnhk", h.astype(dt), self.wv[...].astype(dt))
+    v = _project(h.astype(dt), self.wv[...].astype(dt))  # [B, S, N, H, dh]
     if self.embedding_attention:
       # Shared [H, N, N] weights: renormalising over visible keys equals masking the softmax, so
       # one big matmul A @ (vis * v) and a normaliser A @ vis replace per-segment softmaxes.
@@ -306,8 +318,7 @@ class GraphAttention(nnx.Module):
     else:
       p = self.weights(h, emb, visible)
       out = jnp.einsum("bshnm,bsmhk->bsnhk", p.astype(dt), v)
-    y = jnp.einsum("bsnhk,hkd->bsnd", out, self.wo[...].astype(dt))
-    return y + self.bo[...].astype(dt)
+    return _unproject(out, self.wo[...].astype(dt)) + self.bo[...].astype(dt)
 
 
 class SelfAttention(nnx.Module):
@@ -325,19 +336,33 @@ class SelfAttention(nnx.Module):
     self.head_dim = dh
     self.dtype = dtype
 
-  def __call__(self, h: Array, key_valid: Array | None = None, bias: Array | None = None) -> Array:
-    """``bias`` [H, T, T] (optional) is added to the attention logits."""
+  def __call__(self, h: Array, key_valid: Array | None = None, bias: Array | None = None,
+               axis: int = -2) -> Array:
+    """Attention along token axis ``axis`` of h [..., dim] (the other token axes are batch axes).
+
+    ``key_valid`` (shape h.shape[:-1]) restricts the keys; ``bias`` [H, T, T] is added to the logits.
+    Projections are plain matmuls over the flattened tokens and the attention contracts in the
+    tokens' own layout, so no axis is transposed (attention across segments stays cheap on CPU).
+    """
     dt = self.dtype
-    qkv = jnp.einsum("...td,dchk->c...htk", h.astype(dt), self.wqkv[...].astype(dt))
-    q, k, v = qkv[0], qkv[1], qkv[2]
-    logits = jnp.einsum("...htk,...hsk->...hts", q, k,
+    rank = h.ndim - 1
+    ax = axis % h.ndim
+    if ax >= rank:
+      raise ValueError(f"axis={axis} is the feature axis of a rank-{h.ndim} input")
+    qkv = _project(h.astype(dt), self.wqkv[...].astype(dt))  # [..., 3, H, dh]
+    q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+    tok = "abcdefgij"[:rank]
+    t = tok[ax]
+    key = tok.replace(t, "z")
+    batch = tok.replace(t, "")
+    logits = jnp.einsum(f"{tok}hk,{key}hk->{batch}h{t}z", q, k,
                         preferred_element_type=jnp.float32) / math.sqrt(self.head_dim)
     if bias is not None:
       logits = logits + bias.astype(jnp.float32)
-    valid = None if key_valid is None else key_valid[..., None, None, :]
+    valid = None if key_valid is None else jnp.moveaxis(key_valid, ax, -1)[..., None, None, :]
     p = _masked_softmax(logits, valid).astype(dt)
-    out = jnp.einsum("...hts,...hsk->...thk", p, v)
-    return jnp.einsum("...thk,hkd->...td", out, self.wo[...].astype(dt)) + self.bo[...].astype(dt)
+    out = jnp.einsum(f"{batch}h{t}z,{key}hk->{tok}hk", p, v)
+    return _unproject(out, self.wo[...].astype(dt)) + self.bo[...].astype(dt)
 
 
 class GraphBlock(nnx.Module):
@@ -389,10 +414,8 @@ class RoiTemporalBlock(nnx.Module):
   def __call__(self, h: Array, key_valid: Array | None = None, drop: _Dropper = _NO_DROP) -> Array:
     """h [B, S, N, dim] -> [B, S, N, dim]."""
     s = h.shape[1]
-    ht = jnp.swapaxes(h, 1, 2)  # [B, N, S, dim]
-    kv = None if key_valid is None else jnp.swapaxes(key_valid, 1, 2)
-    a = self.attn(self.norm1(ht), kv, bias=self.seg_bias[:, :s, :s])
-    h = h + drop(jnp.swapaxes(a, 1, 2))
+    a = self.attn(self.norm1(h), key_valid, bias=self.seg_bias[:, :s, :s], axis=1)
+    h = h + drop(a)
     return h + self.mlp(self.norm2(h), drop)
 
 
