@@ -1,6 +1,15 @@
-"""Shared pieces for the engine tests: a tiny NNX MLP with logical axis names, its loss, a config
-and a deterministic in-memory data iterator with get_state()/set_state()."""
+"""Shared pieces for the engine tests: a tiny NNX MLP with logical axis names, its loss, a config,
+a deterministic in-memory data iterator with get_state()/set_state(), a small BrainMAE run, and
+helpers that start ``engine_worker.py`` processes."""
 from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -56,8 +65,7 @@ class ArrayIterator:
   global batch. The position is its whole state."""
 
   def __init__(self, global_batch: int, seed: int = 0, n: int = 256,
-               process_index: int = 0, process_count: int = 1, nan_at: int | None = None,
-               sleep_s: float = 0.0):
+               process_index: int = 0, process_count: int = 1, nan_at: int | None = None):
     rng = np.random.default_rng(seed)
     self.x = rng.normal(size=(n, 8)).astype(np.float32)
     w = rng.normal(size=(8, 4)).astype(np.float32)
@@ -67,15 +75,11 @@ class ArrayIterator:
     self.offset = process_index * self.local
     self.position = 0
     self.nan_at = nan_at
-    self.sleep_s = sleep_s
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict:
-    if self.sleep_s:
-      import time
-      time.sleep(self.sleep_s)
     order = np.random.default_rng([self.seed, self.position]).permutation(self.n)
     rows = order[:self.global_batch][self.offset:self.offset + self.local]
     batch = {"x": self.x[rows].copy(), "y": self.y[rows].copy()}
@@ -96,3 +100,85 @@ def params_of(model) -> dict:
   _, params = nnx.split(model, nnx.Param)
   return {jax.tree_util.keystr(p): np.asarray(jax.device_get(v))
           for p, v in jax.tree_util.tree_leaves_with_path(params)}
+
+
+def brainmae_setup(steps: int, checkpoint_every: int) -> tuple[ml_collections.ConfigDict, np.ndarray]:
+  """A small BrainMAE pretraining run on a 2x4 (data, fsdp) mesh, with parameters sharded over fsdp,
+  and its training windows: real HCP windows of two subjects (hop of one segment)."""
+  from jaxbrain.tasks import inputs
+  from jaxtrain.config import load_config
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = load_config(os.path.join(root, "configs", "brainmae.py:smoke"), [
+      "model.embed_dim=16", "model.num_heads=2", "model.decoder_dim=8", "model.decoder_heads=2",
+      "train.batch_size=8", "train.log_every=1", f"train.steps={steps}",
+      f"train.checkpoint_every={checkpoint_every}", "optim.warmup_steps=2"])
+  config.mesh.shape = ml_collections.ConfigDict({"data": 2, "fsdp": 4})  # rules: embed -> fsdp
+  data = inputs.load_data(config.data)
+  x = inputs.window_arrays(data.subjects[:2], config.data)["x"]
+  return config, x
+
+
+# ------------------------------------------------------------------------ worker subprocesses
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine_worker.py")
+
+
+def start_worker(args, cache_dir=None) -> subprocess.Popen:
+  """Starts ``engine_worker.py ARGS``; ``cache_dir``: a persistent compilation cache that keeps
+  every program (workers run the same programs over and over)."""
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  env.pop("XLA_FLAGS", None)
+  if cache_dir is not None:
+    env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  return subprocess.Popen([sys.executable, WORKER, *map(str, args)], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def worker_result(proc: subprocess.Popen, timeout: float = 300) -> dict:
+  out, err = proc.communicate(timeout=timeout)
+  assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{err[-3000:]}"
+  line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
+  return json.loads(line[len("RESULT "):])
+
+
+def run_workers(arg_lists, cache_dir=None) -> list[dict]:
+  """Runs workers concurrently (e.g. the processes of one multi-process run); their results."""
+  procs = [start_worker(args, cache_dir) for args in arg_lists]
+  try:
+    return [worker_result(p) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, ckdir, min_step: int, timeout: float = 240) -> int:
+  t0 = time.monotonic()
+  while time.monotonic() - t0 < timeout:
+    assert proc.poll() is None, f"worker ended early:\n{proc.stderr.read()[-3000:]}"
+    steps = [int(s) for s in os.listdir(ckdir) if s.isdigit()] if os.path.isdir(ckdir) else []
+    if steps and max(steps) >= min_step:
+      return max(steps)
+    time.sleep(0.05)
+  raise TimeoutError(f"no checkpoint >= {min_step} in {ckdir}")
+
+
+def kill_after_checkpoint(args, workdir, min_step: int, cache_dir=None,
+                          sig: int = signal.SIGKILL) -> subprocess.Popen:
+  """Starts a worker, sends it ``sig`` once a checkpoint >= ``min_step`` exists; the process."""
+  proc = start_worker(args, cache_dir)
+  try:
+    wait_for_checkpoint(proc, os.path.join(str(workdir), "checkpoints"), min_step)
+    proc.send_signal(sig)
+  except BaseException:
+    proc.kill()
+    raise
+  return proc

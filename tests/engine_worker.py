@@ -1,12 +1,15 @@
-"""Runs the engine on the tiny test MLP in a fresh process (for the multi-process, SIGKILL and
-SIGTERM tests). Writes the final parameters to --out (npz) and a result line to stdout."""
+"""Runs the engine in a fresh process (for the multi-process, SIGKILL and SIGTERM tests) on the tiny
+test MLP (``--model=mlp``) or on BrainMAE pretraining over real HCP windows (``--model=brainmae``).
+Writes the final parameters to --out (npz) and a result line to stdout."""
 import argparse
 import json
 import os
 import sys
+import time
 
 p = argparse.ArgumentParser()
 p.add_argument("--workdir", required=True)
+p.add_argument("--model", choices=("mlp", "brainmae"), default="mlp")
 p.add_argument("--out", default="")
 p.add_argument("--steps", type=int, default=8)
 p.add_argument("--checkpoint_every", type=int, default=0)
@@ -38,11 +41,42 @@ from flax import nnx  # noqa: E402
 import engine_helpers as h  # noqa: E402
 from jaxtrain import loop  # noqa: E402
 
-config = h.make_config(steps=args.steps, checkpoint_every=args.checkpoint_every)
-it = h.ArrayIterator(config.train.batch_size, process_index=jax.process_index(),
-                     process_count=jax.process_count(), sleep_s=args.sleep)
-result = loop.train(config=config, workdir=args.workdir, model_fn=h.TinyMLP, loss_fn=h.loss_fn,
-                    train_iter=it)
+
+class Slowed:
+  """Wraps an iterator and sleeps before each batch (so a test can signal the run mid-way)."""
+
+  def __init__(self, it, sleep_s: float):
+    self.it, self.sleep_s = it, sleep_s
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    time.sleep(self.sleep_s)
+    return next(self.it)
+
+  def get_state(self):
+    return self.it.get_state()
+
+  def set_state(self, state):
+    self.it.set_state(state)
+
+
+if args.model == "mlp":
+  config = h.make_config(steps=args.steps, checkpoint_every=args.checkpoint_every)
+  it = h.ArrayIterator(config.train.batch_size, process_index=jax.process_index(),
+                       process_count=jax.process_count())
+  model_fn, loss_fn = h.TinyMLP, h.loss_fn
+else:
+  from jaxbrain.data.loader import InMemorySource, make_loader  # noqa: E402
+  from jaxbrain.models.brainmae import BrainMAE, pretrain_loss  # noqa: E402
+
+  config, x = h.brainmae_setup(steps=args.steps, checkpoint_every=args.checkpoint_every)
+  it = make_loader(InMemorySource({"x": x}), global_batch_size=config.train.batch_size,
+                   seed=config.seed, fields=("x",))
+  model_fn, loss_fn = (lambda rngs: BrainMAE(config.model, rngs=rngs)), pretrain_loss
+result = loop.train(config=config, workdir=args.workdir, model_fn=model_fn, loss_fn=loss_fn,
+                    train_iter=Slowed(it, args.sleep) if args.sleep else it)
 _, params = nnx.split(result.model, nnx.Param)
 flat = {jax.tree_util.keystr(k): np.asarray(multihost_utils.process_allgather(v, tiled=True))
         for k, v in jax.tree_util.tree_leaves_with_path(params)}
@@ -50,4 +84,4 @@ if args.out and jax.process_index() == 0:
   np.savez(args.out, **flat)
 print("RESULT " + json.dumps({"step": result.step, "preempted": result.preempted,
                               "losses": [h_["loss"] for h_ in result.history],
-                              "position": it.position}), flush=True)
+                              "position": it.get_state()}), flush=True)

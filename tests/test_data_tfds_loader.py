@@ -144,22 +144,24 @@ def test_loader_resume_gives_identical_batches(_indexed_source):
   assert not np.array_equal(np.concatenate(first[:6]), np.concatenate(first[6:]))  # reshuffled
 
 
-def test_two_host_sharding_partitions_examples(_indexed_source):
-  """Each host gets an equal, disjoint shard; together they cover the data (one epoch)."""
+def test_hosts_split_the_single_host_batches(_indexed_source):
+  """Two hosts read disjoint halves of exactly the global batches one host sees (one epoch, a short
+  last batch split as evenly as possible), so the batches do not depend on the host count."""
   src = _indexed_source(41)
-  hosts = []
-  for h in range(2):
-    it = make_loader(src, global_batch_size=4, seed=3, process_index=h, process_count=2,
-                     num_epochs=1, drop_remainder=False, fields=("idx",))
-    batches = list(it)
-    assert all(len(b["idx"]) <= 2 for b in batches)  # per-host batch = global / hosts
-    hosts.append(np.concatenate([b["idx"] for b in batches]))
-  assert len(hosts[0]) == len(hosts[1]) == 20  # equal shards: one example of 41 dropped
-  assert not set(hosts[0]) & set(hosts[1])
-  assert len(set(hosts[0]) | set(hosts[1])) == 40
+  kw = dict(global_batch_size=4, seed=3, num_epochs=1, drop_remainder=False, fields=("idx",))
+  single = [b["idx"] for b in make_loader(src, process_index=0, process_count=1, **kw)]
+  hosts = [[b["idx"] for b in make_loader(src, process_index=h, process_count=2, **kw)]
+           for h in range(2)]
+  assert len(single) == len(hosts[0]) == len(hosts[1]) == 11
+  for whole, first, second in zip(single, *hosts):
+    np.testing.assert_array_equal(np.concatenate([first, second]), whole)
+    assert len(first) - len(second) in (0, 1)
+  assert sorted(np.concatenate(single)) == list(range(41))
+  assert not np.array_equal(np.concatenate(single), np.arange(41))  # shuffled
   unshuffled = list(make_loader(src, global_batch_size=4, shuffle=False, process_index=1,
                                 process_count=2, num_epochs=1, fields=("idx",)))
-  np.testing.assert_array_equal(unshuffled[0]["idx"], [1, 3])
+  np.testing.assert_array_equal(unshuffled[0]["idx"], [2, 3])
+  assert len(unshuffled) == 10  # drop_remainder: the short last batch is dropped
 
 
 def test_loader_argument_errors(_indexed_source):

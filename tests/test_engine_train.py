@@ -5,10 +5,6 @@ checkpoint; keep-last-N; TensorBoard, metrics.jsonl and summary.json."""
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 
 import chex
 import jax
@@ -23,7 +19,6 @@ from jaxtrain import loop
 from jaxtrain import mesh as mesh_lib
 from jaxtrain.checkpoint import Checkpointer
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine_worker.py")
 STEPS, EVERY = 8, 2
 
 
@@ -119,55 +114,15 @@ def test_non_finite_loss_names_step_and_last_good_checkpoint(tmp_path):
 
 # ------------------------------------------------------------------------------- subprocesses
 
-def _start(args, cache_dir):
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)
-  # The workers share compiled programs through a persistent cache (the same programs each time).
-  env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHONUNBUFFERED="1")
-  return subprocess.Popen([sys.executable, WORKER, *map(str, args)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _result(proc, timeout=300):
-  out, err = proc.communicate(timeout=timeout)
-  assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{err[-3000:]}"
-  line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
-  return json.loads(line[len("RESULT "):])
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
-def _wait_for_checkpoint(proc, ckdir, min_step, timeout=240):
-  t0 = time.monotonic()
-  while time.monotonic() - t0 < timeout:
-    assert proc.poll() is None, f"worker ended early:\n{proc.stderr.read()[-3000:]}"
-    steps = [int(s) for s in os.listdir(ckdir) if s.isdigit()] if os.path.isdir(ckdir) else []
-    if steps and max(steps) >= min_step:
-      return max(steps)
-    time.sleep(0.05)
-  raise TimeoutError(f"no checkpoint >= {min_step} in {ckdir}")
-
-
 def test_two_processes_on_loopback_match_one_process(tmp_path, reference, cache):
   ref, ref_params, _, _ = reference
-  port = _free_port()
-  procs = [_start(["--workdir", tmp_path / "run", "--out", tmp_path / "params.npz",
-                   "--steps", STEPS, "--checkpoint_every", STEPS // 2, "--devices", 4,
-                   "--num_processes", 2, "--process_id", i, "--port", port], cache)
-           for i in range(2)]
-  try:
-    results = [_result(p) for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
+  port = h.free_port()
+  results = h.run_workers(
+      [["--workdir", tmp_path / "run", "--out", tmp_path / "params.npz", "--steps", STEPS,
+        "--checkpoint_every", STEPS // 2, "--devices", 4, "--num_processes", 2, "--process_id", i,
+        "--port", port] for i in range(2)], cache)
   for r in results:
-    assert r["step"] == STEPS and r["position"] == STEPS
+    assert r["step"] == STEPS and r["position"] == {"position": STEPS}
     np.testing.assert_allclose(r["losses"], [m["loss"] for m in ref.history], rtol=1e-5)
   chex.assert_trees_all_close(dict(np.load(tmp_path / "params.npz")), ref_params,
                               rtol=1e-5, atol=1e-6)
@@ -182,18 +137,11 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path, reference, cache):
   workdir = tmp_path / "run"
   args = ["--workdir", workdir, "--out", tmp_path / "params.npz", "--steps", STEPS,
           "--checkpoint_every", EVERY]
-  proc = _start(args + ["--sleep", 0.3], cache)
-  try:
-    _wait_for_checkpoint(proc, workdir / "checkpoints", 2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
+  h.kill_after_checkpoint(args + ["--sleep", 0.3], workdir, 2, cache).wait(timeout=60)
   killed_at = Checkpointer(str(workdir / "checkpoints")).latest_step()
   assert killed_at is not None and killed_at < STEPS
-  result = _result(_start(args, cache))
-  assert result["step"] == STEPS and result["position"] == STEPS
+  [result] = h.run_workers([args], cache)
+  assert result["step"] == STEPS and result["position"] == {"position": STEPS}
   assert len(result["losses"]) == STEPS - killed_at
   # Records the killed run wrote after its last checkpoint were dropped on resume.
   lines = (workdir / "metrics.jsonl").read_text().splitlines()
@@ -206,18 +154,12 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path, reference, cache):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, cache):
   workdir = tmp_path / "run"
-  proc = _start(["--workdir", workdir, "--steps", 40, "--checkpoint_every", 4, "--sleep", 0.2],
-                cache)
-  try:
-    _wait_for_checkpoint(proc, workdir / "checkpoints", 4)
-    proc.send_signal(signal.SIGTERM)
-    result = _result(proc)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
+  proc = h.kill_after_checkpoint(["--workdir", workdir, "--steps", 40, "--checkpoint_every", 4,
+                                  "--sleep", 0.2], workdir, 4, cache, sig=signal.SIGTERM)
+  result = h.worker_result(proc)
   assert result["preempted"] and result["step"] < 40
   assert Checkpointer(str(workdir / "checkpoints")).latest_step() == result["step"]
-  assert result["position"] == result["step"]
+  assert result["position"] == {"position": result["step"]}
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["preempted"] and summary["step"] == result["step"]
 

@@ -1,9 +1,9 @@
 """grain loaders over random-access sources, sharded per host, shuffled, resumable.
 
 A source is anything with ``__len__`` and ``__getitem__(i) -> dict`` of numpy values: the TFDS
-array_record data source (``tfds_builder``) or ``InMemorySource`` over stacked windows. Each host
-reads a disjoint shard (``process_index``-th of ``process_count``, equal sizes) and yields batches
-of ``global_batch_size // process_count`` examples: dicts of numpy arrays. The iterator is a grain
+array_record data source (``tfds_builder``) or ``InMemorySource`` over stacked windows. All hosts
+shuffle the same way and cut the same global batches; each reads and yields only its own
+``global_batch_size // process_count`` rows of every batch: dicts of numpy arrays. The iterator is a grain
 ``DatasetIterator`` whose ``get_state()``/``set_state()`` checkpoint the position.
 """
 from __future__ import annotations
@@ -109,53 +109,57 @@ def make_dataset(source, *, global_batch_size: int, seed: int = 0, shuffle: bool
                  num_epochs: int | None = None, drop_remainder: bool = True,
                  process_index: int | None = None, process_count: int | None = None,
                  fields: Sequence[str] | None = DEFAULT_FIELDS) -> grain.MapDataset:
-  """The per-host grain pipeline: shard -> select fields -> shuffle -> repeat -> batch.
+  """The pipeline: shuffle example indices -> repeat -> global batches -> this host's rows -> read.
 
-  The source is cut to a multiple of ``process_count`` (at most ``process_count - 1`` examples
-  dropped) so every host gets an equal shard; shard h holds examples h, h + P, h + 2P, ...
-  ``num_epochs=None`` repeats forever (training); each epoch is reshuffled by ``seed`` and epoch.
-  ``fields``: keys kept in each example (None keeps all, including string ids). Python scalars
-  (TFDS decodes Scalar features so) become int32/float32.
+  Every host draws the same permutation of the indices (``seed``; each epoch reshuffled by seed and
+  epoch) and cuts it into the same global batches; host h reads only the h-th of ``process_count``
+  equal slices of each. The sequence of global batches therefore does not depend on the number of
+  hosts (2 processes x 4 devices train on exactly the batches of 1 process x 8 devices).
+  ``num_epochs=None`` repeats forever (training). With ``drop_remainder=False`` the last, short
+  global batch is split as evenly as possible. ``fields``: keys kept in each example (None keeps
+  all, including string ids). Python scalars (TFDS decodes Scalar features so) become int32/float32.
   """
   index, count = _host(process_index, process_count)
   if global_batch_size < 1 or global_batch_size % count:
     raise DataError(f"global_batch_size={global_batch_size} must be a positive multiple of the "
                     f"process count {count}")
-  local_batch = global_batch_size // count
   n = len(source)
-  per_host = n // count
-  if per_host == 0:
-    raise DataError(f"source has {n} examples, fewer than the {count} hosts")
-  if drop_remainder and per_host < local_batch:
-    raise DataError(f"each host gets {per_host} examples, fewer than one batch of {local_batch}; "
+  if n == 0 or (drop_remainder and n < global_batch_size):
+    raise DataError(f"source has {n} examples, fewer than one batch of {global_batch_size}; "
                     f"lower global_batch_size={global_batch_size}")
-  in_memory = isinstance(source, InMemorySource)
-  # In memory: the same pipeline over example indices, then one vectorized gather per batch.
-  ds = grain.MapDataset.range(n) if in_memory else grain.MapDataset.source(source)
-  ds = ds[: per_host * count][index::count]
-  if not in_memory:
-    ds = ds.map(_SelectFields(fields))
+  ds = grain.MapDataset.range(n)
   if shuffle:
     ds = ds.shuffle(seed=seed)
   if num_epochs != 1:
     ds = ds.repeat(num_epochs)
-  ds = ds.batch(local_batch, drop_remainder=drop_remainder)
-  return ds.map(_Gather(source, fields)) if in_memory else ds
+  ds = ds.batch(global_batch_size, drop_remainder=drop_remainder)
+  return ds.map(_HostRows(source, fields, index, count))
 
 
-class _Gather(grain.transforms.Map):
-  """Batch of indices -> dict of arrays, by fancy indexing an InMemorySource."""
+class _HostRows(grain.transforms.Map):
+  """Global batch of indices -> this host's slice of it, read into a dict of stacked arrays
+  (one vectorized gather for an ``InMemorySource``, else one ``source[i]`` read per example)."""
 
-  def __init__(self, source: InMemorySource, fields: Sequence[str] | None):
-    names = list(source.arrays) if fields is None else list(fields)
-    missing = [f for f in names if f not in source.arrays]
-    if missing:
-      raise DataError(f"example has no field(s) {missing}; it has {sorted(source.arrays)}")
-    self.arrays = {f: source.arrays[f] for f in names}
+  def __init__(self, source, fields: Sequence[str] | None, index: int, count: int):
+    self.source, self.index, self.count = source, index, count
+    self.select = _SelectFields(fields)
+    self.arrays = None
+    if isinstance(source, InMemorySource):
+      names = list(source.arrays) if fields is None else list(fields)
+      missing = [f for f in names if f not in source.arrays]
+      if missing:
+        raise DataError(f"example has no field(s) {missing}; it has {sorted(source.arrays)}")
+      self.arrays = {f: source.arrays[f] for f in names}
 
   def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    indices = np.asarray(indices)
-    return {k: v[indices] for k, v in self.arrays.items()}
+    rows = np.array_split(np.asarray(indices), self.count)[self.index]
+    if self.arrays is not None:
+      return {k: v[rows] for k, v in self.arrays.items()}
+    examples = [self.select.map(self.source[int(i)]) for i in rows]
+    if not examples:  # a short last batch left this host nothing: empty arrays of the right kind
+      like = self.select.map(self.source[0])
+      return {k: np.stack([v])[:0] for k, v in like.items()}
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
 def make_loader(source, *, global_batch_size: int, seed: int = 0, shuffle: bool = True,
