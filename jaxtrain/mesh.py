@@ -103,6 +103,21 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
   return out
 
 
+def shared_batch(value: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A global array sharded over the data-parallel axes from a batch that every process holds
+  whole (e.g. evaluation windows): each process places only its own devices' rows."""
+  value = np.asarray(value)
+  return jax.make_array_from_callback(value.shape, batch_sharding(mesh), lambda idx: value[idx])
+
+
+def mesh_of(tree: Any) -> Mesh | None:
+  """The mesh of the first array in ``tree`` with a NamedSharding (None if there is none)."""
+  for leaf in jax.tree.leaves(tree):
+    if isinstance(getattr(leaf, "sharding", None), NamedSharding):
+      return leaf.sharding.mesh
+  return None
+
+
 def _rules_dict(rules: Any) -> dict[str, Any]:
   out = {}
   for item in rules or ():

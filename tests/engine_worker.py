@@ -82,6 +82,13 @@ flat = {jax.tree_util.keystr(k): np.asarray(multihost_utils.process_allgather(v,
         for k, v in jax.tree_util.tree_leaves_with_path(params)}
 if args.out and jax.process_index() == 0:
   np.savez(args.out, **flat)
-print("RESULT " + json.dumps({"step": result.step, "preempted": result.preempted,
-                              "losses": [h_["loss"] for h_ in result.history],
-                              "position": it.get_state()}), flush=True)
+out = {"step": result.step, "preempted": result.preempted,
+       "losses": [h_["loss"] for h_ in result.history], "position": it.get_state()}
+if args.model == "brainmae":  # evaluation after training (every process passes the same windows)
+  from jaxbrain.evaluation import reconstruction  # noqa: E402
+  from jaxbrain.tasks import inference  # noqa: E402
+
+  mask = reconstruction.random_mask(x[:21].shape[:3], 0.5, seed=1)
+  recon = inference.reconstruct(result.model, x[:21], mask, batch_size=8)
+  out["eval_mse"] = reconstruction.masked_mse(recon, x[:21], mask)
+print("RESULT " + json.dumps(out), flush=True)

@@ -1,6 +1,6 @@
 """BrainMAE pretraining on the shared engine across processes and kills: two processes on
 loopback (jax.distributed, gloo CPU collectives, 4 devices each) match one process with 8 devices,
-and a run killed with SIGKILL mid-way and resumed ends bitwise equal to an uninterrupted run.
+evaluation after training gives the same result on every process, and a run killed with SIGKILL mid-way and resumed ends bitwise equal to an uninterrupted run.
 Real HCP windows, a small BrainMAE, parameters sharded over a 2x4 (data, fsdp) mesh."""
 import numpy as np
 import pytest
@@ -34,6 +34,8 @@ def test_two_processes_on_loopback_match_one_process(tmp_path, reference):
   for r in results:  # the same global batches (each process read its half of each), masks, rngs
     assert r["step"] == STEPS and r["position"] == ref["position"]
     np.testing.assert_allclose(r["losses"], ref["losses"], rtol=1e-5)
+    # Evaluation after training: batches split over both processes' devices, result on each.
+    np.testing.assert_allclose(r["eval_mse"], ref["eval_mse"], rtol=1e-5)
   got = dict(np.load(tmp_path / "params.npz"))
   assert got.keys() == ref_params.keys()
   for k in got:

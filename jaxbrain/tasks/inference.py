@@ -1,6 +1,7 @@
 """Batched, jitted inference with a trained model: reconstructions, embeddings, predictions."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -8,24 +9,41 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxtrain import mesh as mesh_lib
+
 
 def batched_apply(model: nnx.Module, fn: Callable, arrays: tuple[np.ndarray, ...],
                   batch_size: int) -> np.ndarray:
-  """``fn(model, *batch)`` over ``arrays`` in batches of ``batch_size`` (the last one padded)."""
-  graphdef, state = nnx.split(model)
+  """``fn(model, *batch)`` over ``arrays`` in batches of ``batch_size`` (the last one padded).
 
-  @jax.jit
+  With a model placed on a mesh (as the engine leaves it), every batch is split over the mesh's
+  data-parallel axes (``batch_size`` rounded up to a multiple of their size) and the result comes
+  back replicated, so each process of a multi-host run gets all of it; every process must pass
+  the same ``arrays``.
+  """
+  graphdef, state = nnx.split(model)
+  mesh = mesh_lib.mesh_of(state)
+  if mesh is None:
+    shards, place, jit_kw = 1, (lambda c: c), {}
+  else:
+    shards = mesh_lib.data_parallel_size(mesh)
+    place, jit_kw = (lambda c: mesh_lib.shared_batch(c, mesh)), {
+        "out_shardings": mesh_lib.replicated(mesh)}
+  size = -(-batch_size // shards) * shards
+
+  @functools.partial(jax.jit, **jit_kw)
   def apply(state, *batch):
     return fn(nnx.merge(graphdef, state), *batch)
 
   n = len(arrays[0])
   outs = []
-  for i in range(0, n, batch_size):
-    chunk = [a[i:i + batch_size] for a in arrays]
-    pad = batch_size - len(chunk[0])
+  for i in range(0, n, size):
+    chunk = [a[i:i + size] for a in arrays]
+    pad = size - len(chunk[0])
     if pad:
       chunk = [np.concatenate([c, np.repeat(c[-1:], pad, axis=0)]) for c in chunk]
-    outs.append(np.asarray(jax.device_get(apply(state, *chunk)))[:batch_size - pad])
+    out = apply(state, *[place(c) for c in chunk])
+    outs.append(np.asarray(jax.device_get(out))[:size - pad])
   return np.concatenate(outs)
 
 
