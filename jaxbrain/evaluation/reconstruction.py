@@ -163,6 +163,44 @@ def _moments(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return mu, (c.T @ c) / frames.shape[0]
 
 
+def _ridge_predictions(x: np.ndarray, mask: np.ndarray, mu: np.ndarray, cov: np.ndarray,
+                       lams: tuple[float, ...], chunk: int = 256) -> list[np.ndarray]:
+  """Ridge predictions [W, S, N, L] of every cell for each penalty in ``lams`` (visible cells too).
+
+  One eigendecomposition per mask pattern serves every penalty: with C_VV = Q diag(w) Q^T,
+  C_MV (C_VV + lam I)^-1 (x_V - mu_V) = (C_MV Q) diag(1 / (w + lam)) Q^T (x_V - mu_V).
+  """
+  n, length = x.shape[2], x.shape[3]
+  flat_mask = mask.reshape(-1, n)  # [B, N] one pattern per segment
+  flat_x = np.moveaxis(x, 2, -1).reshape(-1, length, n)  # [B, L, N]
+  patterns, inverse = np.unique(flat_mask, axis=0, return_inverse=True)
+  inverse = inverse.reshape(-1)
+  by_pattern = np.argsort(inverse, kind="stable")
+  bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=patterns.shape[0]))])
+  preds = [np.broadcast_to(mu, flat_x.shape).copy() for _ in lams]  # default: the mean
+  frames = np.arange(length)
+  for start in range(0, patterns.shape[0], chunk):
+    pats = patterns[start:start + chunk]  # [P, N]
+    vis = ~pats
+    # C_VV embedded in an N x N matrix whose hidden block is -I: its eigenvalues (>= 0 for the
+    # visible block, -1 for the hidden one) never coincide, so every eigenvector lies in one block.
+    a = np.where(vis[:, :, None] & vis[:, None, :], cov, -np.eye(n))
+    w, q = np.linalg.eigh(a)  # [P, N], [P, N, N]
+    for p in range(pats.shape[0]):
+      hidden = pats[p]
+      if not hidden.any() or hidden.all():
+        continue  # nothing to predict, or nothing visible: the mean
+      rows = by_pattern[bounds[start + p]:bounds[start + p + 1]]
+      keep = w[p] > -0.5
+      qv = q[p][~hidden][:, keep]  # [|V|, |V|] eigenvectors of C_VV
+      z = (flat_x[rows][:, :, ~hidden].astype(np.float64) - mu[~hidden]) @ qv  # [r, L, |V|]
+      b = cov[np.ix_(hidden, ~hidden)] @ qv  # [|M|, |V|]
+      where = np.ix_(rows, frames, np.nonzero(hidden)[0])
+      for pred, lam in zip(preds, lams):
+        pred[where] = mu[hidden] + (z / (w[p][keep] + lam)) @ b.T
+  return [np.moveaxis(p.reshape(x.shape[0], x.shape[1], length, n), -1, 2) for p in preds]
+
+
 def ridge_predict(x: ArrayLike, mask: ArrayLike, model: RidgeModel,
                   chunk: int = 256) -> np.ndarray:
   """Reconstruction of the hidden cells of ``x`` by ``model`` (see the module docstring)."""
@@ -170,36 +208,7 @@ def ridge_predict(x: ArrayLike, mask: ArrayLike, model: RidgeModel,
   n = x.shape[2]
   if model.mean.shape != (n,):
     raise ValueError(f"ridge model has {model.mean.shape[0]} ROIs but x has {n}")
-  mu, cov, lam = model.mean, model.cov, float(model.lam)
-  flat_mask = mask.reshape(-1, n)  # [B, N] one pattern per segment
-  flat_x = np.moveaxis(x, 2, -1).reshape(-1, x.shape[3], n)  # [B, L, N]
-  patterns, inverse = np.unique(flat_mask, axis=0, return_inverse=True)
-  inverse = inverse.reshape(-1)
-  by_pattern = np.argsort(inverse, kind="stable")
-  bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=patterns.shape[0]))])
-  pred = np.broadcast_to(mu, flat_x.shape).copy()  # [B, L, N]; default: the mean
-  eye = np.eye(n)
-  for start in range(0, patterns.shape[0], chunk):
-    pats = patterns[start:start + chunk]  # [P, N]
-    vis = ~pats
-    # Embed C_VV + lam I in an N x N system whose hidden rows/columns are the identity.
-    both = vis[:, :, None] & vis[:, None, :]
-    a = np.where(both, cov + lam * eye, eye)  # [P, N, N]
-    # Gain G = C_:V (C_VV + lam I)^-1 as [P, N, N] (rows: targets, columns: visible sources).
-    a_inv = np.linalg.inv(a)
-    gain = np.matmul(cov, np.where(both, a_inv, 0.0))
-    for p in range(pats.shape[0]):
-      rows = by_pattern[bounds[start + p]:bounds[start + p + 1]]
-      hidden = pats[p]
-      if not hidden.any():
-        continue
-      if hidden.all():
-        continue  # nothing visible: predict the mean
-      centred = flat_x[rows][:, :, ~hidden].astype(np.float64) - mu[~hidden]  # [r, L, |V|]
-      g = gain[p][np.ix_(hidden, ~hidden)]  # [|M|, |V|]
-      pred[np.ix_(rows, np.arange(x.shape[3]), np.nonzero(hidden)[0])] = (
-          mu[hidden] + centred @ g.T)
-  pred = np.moveaxis(pred.reshape(x.shape[0], x.shape[1], x.shape[3], n), -1, 2)
+  [pred] = _ridge_predictions(x, mask, model.mean, model.cov, (float(model.lam),), chunk)
   return _fill(x, mask, pred)
 
 
@@ -231,10 +240,8 @@ def fit_ridge(train_x: ArrayLike, lam: float | None = None, *, mask_ratio: float
   val, fit = t[order[:n_val]], t[order[n_val:]]
   mu, cov = _moments(fit)
   val_mask = random_mask(val.shape[:3], mask_ratio, seed)
-  scores = {}
-  for cand in lams:
-    recon = ridge_predict(val, val_mask, RidgeModel(mu, cov, float(cand)))
-    scores[float(cand)] = masked_mse(recon, val, val_mask)
+  preds = _ridge_predictions(val, val_mask, mu, cov, tuple(float(c) for c in lams))
+  scores = {float(c): masked_mse(_fill(val, val_mask, p), val, val_mask) for c, p in zip(lams, preds)}
   best = min(scores, key=scores.get)
   mu, cov = _moments(t)
   return RidgeModel(mu, cov, best, scores)
