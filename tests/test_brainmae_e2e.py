@@ -37,6 +37,7 @@ def test_main_smoke_run_writes_summary_and_exports(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["name"] == "brainmae:smoke" and summary["step"] == 4
+  assert summary["devices"].startswith("2 x ")  # mesh.cpu_devices=2: the CPU split in two devices
   ev = summary["eval"]
   for key in ("recon_mse_model", "recon_mse_roi_mean", "recon_mse_linear_interp",
               "recon_mse_ridge", "fingerprint_accuracy", "fingerprint_chance",

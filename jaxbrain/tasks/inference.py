@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxtrain import distributed
 from jaxtrain import mesh as mesh_lib
 
 
@@ -36,14 +37,17 @@ def batched_apply(model: nnx.Module, fn: Callable, arrays: tuple[np.ndarray, ...
     return fn(nnx.merge(graphdef, state), *batch)
 
   n = len(arrays[0])
-  outs = []
+  outs, compiled = [], None
   for i in range(0, n, size):
     chunk = [a[i:i + size] for a in arrays]
     pad = size - len(chunk[0])
     if pad:
       chunk = [np.concatenate([c, np.repeat(c[-1:], pad, axis=0)]) for c in chunk]
-    out = apply(state, *[place(c) for c in chunk])
-    outs.append(np.asarray(jax.device_get(out))[:size - pad])
+    chunk = [place(c) for c in chunk]
+    if compiled is None:  # one shape for every batch: compile once, line the processes up
+      compiled = apply.lower(state, *chunk).compile()
+      distributed.barrier("inference compiled")
+    outs.append(np.asarray(jax.device_get(compiled(state, *chunk)))[:size - pad])
   return np.concatenate(outs)
 
 

@@ -43,7 +43,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   summary = {"name": config.name, "config": config.to_dict(), "step": result.step,
              "preempted": result.preempted, "final_metrics": result.metrics,
              "pretrain_subjects": split["train"], "heldout_subjects": split["heldout"],
-             "num_train_windows": int(len(train["x"])), "checkpoint": result.checkpoint}
+             "num_train_windows": int(len(train["x"])), "checkpoint": result.checkpoint,
+             "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+             "num_processes": jax.process_count()}
   if result.preempted:
     summary["wall_time_s"] = time.perf_counter() - t0
     return summary
