@@ -20,8 +20,8 @@ def set_cpu_device_count(count: int) -> bool:
   """Splits this host's CPU into ``count`` JAX devices; returns whether it did.
 
   On CPU, data parallelism over a few devices keeps the cores busier than XLA's threading inside
-  one device does for small models (BrainMAE default: 2.25 -> 2.78 steps/s with 2 devices on 2
-  cores). Call before JAX creates its backends. Does nothing for ``count <= 0`` or when
+  one device does for small models (BrainMAE default on 2 cores: 2.41 -> 2.82 steps/s with 2
+  devices, benchmarks/RESULTS.md). Call before JAX creates its backends. Does nothing for ``count <= 0`` or when
   ``XLA_FLAGS`` already sets a device count; GPU and TPU devices are not affected.
   """
   if count <= 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):

@@ -83,17 +83,14 @@ def _host(process_index: int | None, process_count: int | None) -> tuple[int, in
   return process_index, process_count
 
 
-class _SelectFields(grain.transforms.Map):
-  def __init__(self, fields: Sequence[str] | None):
-    self.fields = None if fields is None else tuple(fields)
-
-  def map(self, element: Mapping[str, Any]) -> dict[str, Any]:
-    if self.fields is not None:
-      missing = [f for f in self.fields if f not in element]
-      if missing:
-        raise DataError(f"example has no field(s) {missing}; it has {sorted(element)}")
-      element = {f: element[f] for f in self.fields}
-    return {k: _as_numpy(v) for k, v in element.items()}
+def _select(fields: Sequence[str] | None, element: Mapping[str, Any]) -> dict[str, Any]:
+  """The ``fields`` of an example or of a source's arrays (all of them for None)."""
+  if fields is None:
+    return dict(element)
+  missing = [f for f in fields if f not in element]
+  if missing:
+    raise DataError(f"example has no field(s) {missing}; it has {sorted(element)}")
+  return {f: element[f] for f in fields}
 
 
 def _as_numpy(value: Any) -> Any:
@@ -141,24 +138,20 @@ class _HostRows(grain.transforms.Map):
   (one vectorized gather for an ``InMemorySource``, else one ``source[i]`` read per example)."""
 
   def __init__(self, source, fields: Sequence[str] | None, index: int, count: int):
-    self.source, self.index, self.count = source, index, count
-    self.select = _SelectFields(fields)
-    self.arrays = None
-    if isinstance(source, InMemorySource):
-      names = list(source.arrays) if fields is None else list(fields)
-      missing = [f for f in names if f not in source.arrays]
-      if missing:
-        raise DataError(f"example has no field(s) {missing}; it has {sorted(source.arrays)}")
-      self.arrays = {f: source.arrays[f] for f in names}
+    self.source, self.fields, self.index, self.count = source, fields, index, count
+    in_memory = isinstance(source, InMemorySource)
+    self.arrays = _select(fields, source.arrays) if in_memory else None
+
+  def _read(self, i: int) -> dict[str, Any]:
+    return {k: _as_numpy(v) for k, v in _select(self.fields, self.source[i]).items()}
 
   def map(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     rows = np.array_split(np.asarray(indices), self.count)[self.index]
     if self.arrays is not None:
       return {k: v[rows] for k, v in self.arrays.items()}
-    examples = [self.select.map(self.source[int(i)]) for i in rows]
+    examples = [self._read(int(i)) for i in rows]
     if not examples:  # a short last batch left this host nothing: empty arrays of the right kind
-      like = self.select.map(self.source[0])
-      return {k: np.stack([v])[:0] for k, v in like.items()}
+      return {k: np.stack([v])[:0] for k, v in self._read(0).items()}
     return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
