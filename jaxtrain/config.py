@@ -13,9 +13,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-  """A config file, variant or override is invalid."""
+from jaxtrain.errors import ConfigError  # noqa: F401  (re-exported)
 
 
 def get(node: Any, key: str, default: Any) -> Any:

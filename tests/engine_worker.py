@@ -68,7 +68,7 @@ if args.model == "mlp":
                        process_count=jax.process_count())
   model_fn, loss_fn = h.TinyMLP, h.loss_fn
 else:
-  from jaxbrain.data.loader import InMemorySource, make_loader  # noqa: E402
+  from jaxtrain.data import InMemorySource, make_loader  # noqa: E402
   from jaxbrain.models.brainmae import BrainMAE, pretrain_loss  # noqa: E402
 
   config, x = h.brainmae_setup(steps=args.steps, checkpoint_every=args.checkpoint_every)

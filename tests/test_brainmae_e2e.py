@@ -148,7 +148,7 @@ def test_folder_source_with_mat_files_runs(tmp_path):
 
 
 def _pretrain_params(config, mesh, workdir, x):
-  from jaxbrain.data.loader import InMemorySource, make_loader
+  from jaxtrain.data import InMemorySource, make_loader
   it = make_loader(InMemorySource({"x": x}), global_batch_size=config.train.batch_size,
                    seed=0, fields=("x",))
   result = loop.train(config=config, workdir=workdir, mesh=mesh, train_iter=it,

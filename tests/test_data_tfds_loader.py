@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxbrain.data import DataError
-from jaxbrain.data.loader import InMemorySource, make_loader
+from jaxtrain.data import InMemorySource, make_loader
 from jaxbrain.data.preprocess import subject_windows
 from jaxbrain.data.synthetic import make_synthetic
 from jaxbrain.data.tfds_builder import FmriWindowsConfig, build_dataset, load_data_source

@@ -3,7 +3,7 @@
 Data flows one way: files -> ``Subject`` (sources, hcp, synthetic) -> preprocessing and windows
 -> a random-access source (TFDS array_record shards or in-memory arrays) -> grain per-host batches.
 This package knows nothing of models. ``loader`` (grain) and ``tfds_builder`` (tensorflow_datasets)
-are imported on demand: ``from jaxbrain.data.loader import InMemorySource, make_loader``.
+are imported on demand: ``from jaxtrain.data import InMemorySource, make_loader``.
 """
 from jaxbrain.data.hcp import aal2_region_names, homologous_pairs, load_hcp
 from jaxbrain.data.preprocess import (make_windows, num_windows, preprocess, segment_frames,

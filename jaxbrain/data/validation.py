@@ -5,9 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
-
-class DataError(ValueError):
-  """An input file, table or array is missing, unreadable or invalid."""
+from jaxtrain.errors import DataError  # noqa: F401  (re-exported: jaxbrain.data.DataError)
 
 
 def _where(mask: np.ndarray, limit: int = 5) -> str:

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxbrain.data.loader import InMemorySource, make_loader
+from jaxtrain.data import InMemorySource, make_loader
 from jaxbrain.data.splits import kfold_subjects
 from jaxbrain.evaluation import cv, metrics
 from jaxbrain.models.brainmae import BrainMAEForPrediction

@@ -4,7 +4,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from jaxbrain.data.loader import InMemorySource, make_loader
+from jaxtrain.data import InMemorySource, make_loader
 from jaxbrain.models.brainmae import BrainMAE, pretrain_loss
 from jaxtrain import loop
 

@@ -1,7 +1,8 @@
-"""grain loaders over random-access sources, sharded per host, shuffled, resumable.
+"""Data for the engine: random-access sources and the host-sharded, shuffled, resumable grain loader.
 
-A source is anything with ``__len__`` and ``__getitem__(i) -> dict`` of numpy values: the TFDS
-array_record data source (``tfds_builder``) or ``InMemorySource`` over stacked windows. All hosts
+A source is anything with ``__len__`` and ``__getitem__(i) -> dict`` of numpy values: an
+``InMemorySource`` over stacked arrays, or an ``ArrayRecordSource`` over array_record files (as
+TFDS writes them, read without TensorFlow). All hosts
 shuffle the same way and cut the same global batches; each reads and yields only its own
 ``global_batch_size // process_count`` rows of every batch: dicts of numpy arrays. The iterator is a grain
 ``DatasetIterator`` whose ``get_state()``/``set_state()`` checkpoint the position.
@@ -13,11 +14,9 @@ from typing import Any, Mapping, Sequence
 import grain
 import numpy as np
 
-from jaxbrain.data.preprocess import DEFAULT_TAU_S, subject_windows
-from jaxbrain.data.sources import Subject
-from jaxbrain.data.validation import DataError, check_same_rois
+from jaxtrain.errors import DataError
 
-DEFAULT_FIELDS = ("x", "subject", "label")
+DEFAULT_FIELDS = None  # keep every field
 
 
 class InMemorySource:
@@ -39,38 +38,6 @@ class InMemorySource:
   def __repr__(self) -> str:
     shapes = {k: (v.shape, str(v.dtype)) for k, v in self.arrays.items()}
     return f"InMemorySource({shapes})"
-
-  @classmethod
-  def from_subjects(cls, subjects: Sequence[Subject], labels: np.ndarray | None = None, *,
-                    subject_index: Sequence[int] | None = None, tau_s: float = DEFAULT_TAU_S,
-                    num_segments: int = 4, stride_segments: int = 1, standardize: bool = True,
-                    band_hz: tuple[float | None, float | None] | None = None) -> "InMemorySource":
-    """Windows of all subjects: ``x`` float32 [W, S, N, L], ``subject`` int32, ``label``.
-
-    ``labels``: one per subject (int32 classes or float32 targets); -1 (int32) when None.
-    ``subject_index``: the integer id stored per window (default: position in ``subjects``).
-    """
-    if not subjects:
-      raise DataError("InMemorySource.from_subjects: no subjects")
-    check_same_rois([(s.source, s.num_rois) for s in subjects])
-    if labels is not None:
-      labels = np.asarray(labels)
-      if labels.shape != (len(subjects),) or labels.dtype.kind not in "iuf":
-        raise DataError(f"labels must be {len(subjects)} numbers (one per subject), got shape "
-                        f"{labels.shape} dtype {labels.dtype}")
-      labels = labels.astype(np.float32 if labels.dtype.kind == "f" else np.int32)
-    index = range(len(subjects)) if subject_index is None else subject_index
-    xs, subj, labs = [], [], []
-    for i, s in enumerate(subjects):
-      w = subject_windows(s.timeseries, s.tr, tau_s=tau_s, num_segments=num_segments,
-                          stride_segments=stride_segments, standardize=standardize,
-                          band_hz=band_hz, source=s.source)
-      xs.append(w)
-      subj.append(np.full(len(w), index[i], np.int32))
-      labs.append(np.full(len(w), -1 if labels is None else labels[i],
-                          np.int32 if labels is None else labels.dtype))
-    return cls({"x": np.concatenate(xs), "subject": np.concatenate(subj),
-                "label": np.concatenate(labs)})
 
 
 def _host(process_index: int | None, process_count: int | None) -> tuple[int, int]:
