@@ -1,7 +1,9 @@
-"""The train loop: sharded state, one jitted donated step, checkpoints, metrics, preemption.
+"""The train loop: sharded state, one jitted donated step, periodic evaluation, checkpoints
+(latest and best), metrics and preemption, for any ``jaxtrain.task.Task``.
 
-``train`` works for any Flax NNX model and loss: ``model_fn(rngs) -> nnx.Module`` builds the
-model, ``loss_fn(model, batch, rng) -> (loss, aux_metrics)`` scores a global batch.
+``train(config=, workdir=, task=, train_iter=)`` trains for ``config.train.steps`` steps and
+resumes from the latest checkpoint in ``workdir``. ``build_program`` gives the sharded state
+initialiser and the jitted step that ``train`` runs (benchmarks time the very same step).
 """
 from __future__ import annotations
 
@@ -17,15 +19,17 @@ from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
-import optax
+import numpy as np
 from flax import nnx
 
-from jaxtrain import config as config_lib
 from jaxtrain import checkpoint as ckpt_lib
+from jaxtrain import config as config_lib
 from jaxtrain import distributed
 from jaxtrain import mesh as mesh_lib
 from jaxtrain import metrics as metrics_lib
 from jaxtrain import optim as optim_lib
+from jaxtrain.errors import ConfigError
+from jaxtrain.task import StepParts, Task, TrainState, default_step
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -34,22 +38,15 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclasses.dataclass
 class TrainResult:
-  model: nnx.Module      # merged model; parameters are sharded global arrays
+  model: nnx.Module      # merged model (EMA parameters when optim.ema_decay > 0), sharded arrays
   step: int              # steps done (equals config.train.steps unless preempted)
-  metrics: dict          # the last logged metrics (host floats)
-  history: list          # one dict per logged step: {"step": int, **metrics}
+  metrics: dict          # the last logged train metrics (host floats or lists)
+  history: list          # one dict per logged step: {"step": int, **train metrics}
+  eval_history: list     # one dict per evaluation: {"step": int, "<evaluator>/<metric>": value}
   preempted: bool        # True when SIGTERM (or a preemption notice) stopped the run early
   wall_time_s: float
   checkpoint: str | None = None   # path of the last checkpoint written or restored
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any
-  rest: Any       # non-Param variables (batch statistics, ...)
-  opt_state: Any
+  best: dict | None = None        # {"step", "metric", "mode", "value", "checkpoint"} (train.best_metric)
 
 
 class _Preemption:
@@ -87,55 +84,12 @@ class _Preemption:
     return False
 
 
-class _Writer:
-  """TensorBoard scalars and metrics.jsonl, written by process 0 only."""
-
-  def __init__(self, workdir: str, start_step: int):
-    self.primary = jax.process_index() == 0
-    self.tb = None
-    self.jsonl = None
-    if self.primary:
-      from tensorboardX import SummaryWriter
-      # On resume, records of steps after the restored one (from a killed run) are dropped.
-      self.tb = SummaryWriter(os.path.join(workdir, "tb"),
-                              purge_step=start_step + 1 if start_step else None)
-      path = os.path.join(workdir, "metrics.jsonl")
-      kept = []
-      if os.path.exists(path):
-        with open(path) as f:
-          for line in f:
-            try:
-              if json.loads(line)["step"] <= start_step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-            except (ValueError, KeyError, TypeError):
-              pass
-      with open(path, "w") as f:
-        f.writelines(kept)
-      self.jsonl = open(path, "a")
-
-  def write(self, step: int, metrics: dict) -> None:
-    if not self.primary:
-      return
-    for k, v in metrics.items():
-      self.tb.add_scalar(f"train/{k}", float(v), step)
-    self.jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
-    self.jsonl.flush()
-
-  def close(self) -> None:
-    if self.primary:
-      self.tb.flush()
-      self.tb.close()
-      self.jsonl.close()
-
-
-def _split(model: nnx.Module):
-  return nnx.split(model, nnx.Param, ...)
-
-
 def _build_model(model_fn: Callable, seed: int) -> nnx.Module:
   # Logical axis names stay metadata here; the engine turns them into shardings itself.
   with nnx.use_eager_sharding(False):
-    return model_fn(nnx.Rngs(seed))
+    model = model_fn(nnx.Rngs(seed))
+  model.train()  # the step's graph is the train-mode one; evaluation merges and calls .eval()
+  return model
 
 
 @contextlib.contextmanager
@@ -154,6 +108,13 @@ def _first_bad(pending: list, host: list) -> tuple[int, str, float] | None:
   return None
 
 
+def _combine(values: list, how: str) -> Any:
+  """Metrics of the steps of one logging interval -> the logged value."""
+  stacked = np.stack([np.asarray(v, np.float64) for v in values])
+  out = {"sum": np.sum, "min": np.min, "max": np.max}.get(how, np.mean)(stacked, axis=0)
+  return float(out) if out.ndim == 0 else out.tolist()
+
+
 _CPU_FAST_COMPILE = {"xla_backend_optimization_level": 0,
                      "xla_llvm_disable_expensive_passes": True}
 
@@ -163,65 +124,61 @@ class TrainProgram:
   """The compiled pieces of training: sharded state init and the one jitted, donated step."""
   init: Callable[[], TrainState]          # jitted, returns state already sharded
   step: Callable[[TrainState, dict], tuple[TrainState, dict]]  # jitted, donates the state
-  graphdef: Any
+  graphdef: Any                           # of the train-mode model
   abstract_state: Any                     # ShapeDtypeStructs with shardings (restore target)
   state_sharding: TrainState
   batch_sharding: jax.sharding.NamedSharding
   mesh: jax.sharding.Mesh
   rules: tuple
 
+  def model(self, state: TrainState, ema: bool = True) -> nnx.Module:
+    """The model of ``state`` (with its EMA parameters when kept and ``ema``)."""
+    params = state.ema if ema and state.ema is not None else state.params
+    return nnx.merge(self.graphdef, params, state.frozen, state.rest)
 
-def build_program(config: Any, model_fn: Callable[[nnx.Rngs], nnx.Module],
-                  loss_fn: Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]],
-                  mesh: jax.sharding.Mesh | None = None,
-                  tx: optax.GradientTransformation | None = None) -> TrainProgram:
-  """Builds the sharded state initialiser and the train step that ``train`` runs (benchmarks
-  time the very same step)."""
+
+def build_program(config: Any, task: Task, mesh: jax.sharding.Mesh | None = None) -> TrainProgram:
+  """Builds the sharded state initialiser and the train step that ``train`` runs."""
   seed = int(config_lib.get(config, "seed", 0))
   mesh = mesh if mesh is not None else mesh_lib.make_mesh(config.mesh)
   rules = tuple(config_lib.get(config.mesh, "rules", ()))
-  tx = tx if tx is not None else optim_lib.make_optimizer(config.optim, int(config.train.steps))
   mesh_lib.process_batch_size(int(config.train.batch_size), mesh)
+  optim_cfg = config.optim
+  frozen = optim_lib.frozen_filter(optim_cfg)
+  trainable = nnx.All(nnx.Param, nnx.Not(frozen))
+  ema_decay = float(config_lib.get(optim_cfg, "ema_decay", 0.0))
+  if not 0.0 <= ema_decay < 1.0:
+    raise ConfigError(f"config.optim.ema_decay={ema_decay}: expected a number in [0, 1)")
 
-  # ---- abstract state and its shardings
+  def split(model):
+    return nnx.split(model, trainable, nnx.Param, ...)
+
+  abstract_model = nnx.eval_shape(lambda: _build_model(task.model, seed))
+  graphdef, abstract_params, abstract_frozen, _ = split(abstract_model)
+  all_params = jax.tree_util.tree_flatten_with_path(nnx.state(abstract_model, nnx.Param))[0]
+  optim_lib.check_patterns(optim_cfg, [optim_lib.param_path(p) for p, _ in all_params])
+  tx = optim_lib.make_optimizer(optim_cfg, int(config.train.steps), abstract_params)
+
   def init() -> TrainState:
-    model = _build_model(model_fn, seed)
-    _, params, rest = _split(model)
-    return TrainState(jnp.zeros((), jnp.int32), params, rest, tx.init(params))
+    _, params, frozen_params, rest = split(_build_model(task.model, seed))
+    ema = jax.tree.map(jnp.copy, params) if ema_decay > 0 else None
+    return TrainState(jnp.zeros((), jnp.int32), params, frozen_params, rest, tx.init(params), ema)
 
   abstract = jax.eval_shape(init)
-  graphdef = _split(nnx.eval_shape(lambda: _build_model(model_fn, seed)))[0]
-  state_sh = TrainState(
-      mesh_lib.replicated(mesh),
-      mesh_lib.shardings_for(abstract.params, mesh, rules),
-      mesh_lib.shardings_for(abstract.rest, mesh, rules),
-      mesh_lib.shardings_for(abstract.opt_state, mesh, rules))
+  shard = lambda tree: mesh_lib.shardings_for(tree, mesh, rules)  # noqa: E731
+  state_sh = TrainState(mesh_lib.replicated(mesh), shard(abstract.params), shard(abstract.frozen),
+                        shard(abstract.rest), shard(abstract.opt_state), shard(abstract.ema))
   abstract_sh = ckpt_lib.abstract_like(abstract, state_sh)
   batch_sh = mesh_lib.batch_sharding(mesh)
-  repl = mesh_lib.replicated(mesh)
   base_key = jax.random.key(seed)
+  parts = StepParts(graphdef, tx, task.loss, dict(task.reductions), ema_decay)
+  step_impl = task.train_step or default_step
 
-  # ---- the step
   def step_fn(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    rng = jax.random.fold_in(base_key, state.step)
+    return step_impl(parts, state, batch, jax.random.fold_in(base_key, state.step))
 
-    def objective(params):
-      model = nnx.merge(graphdef, params, state.rest, copy=True)
-      loss, aux = loss_fn(model, batch, rng)
-      return loss, (aux, _split(model)[2])
-
-    (loss, (aux, rest)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    diag = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-            "param_norm": optax.tree.norm(params), "update_norm": optax.tree.norm(updates)}
-    for k, v in dict(aux or {}).items():
-      diag.setdefault(k, jnp.mean(jnp.asarray(v, jnp.float32)))
-    return TrainState(state.step + 1, params, rest, opt_state), diag
-
-  jit_step = jax.jit(step_fn, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, repl),
-                     donate_argnums=(0,))
-
+  jit_step = jax.jit(step_fn, in_shardings=(state_sh, batch_sh),
+                     out_shardings=(state_sh, mesh_lib.replicated(mesh)), donate_argnums=(0,))
   jit_init = jax.jit(init, out_shardings=state_sh)
 
   def sharded_init() -> TrainState:
@@ -230,35 +187,92 @@ def build_program(config: Any, model_fn: Callable[[nnx.Rngs], nnx.Module],
       options = _CPU_FAST_COMPILE if mesh.devices.flat[0].platform == "cpu" else None
       return jit_init.lower().compile(compiler_options=options)()
 
+  del abstract_frozen
   return TrainProgram(sharded_init, jit_step, graphdef, abstract_sh, state_sh, batch_sh, mesh,
                       rules)
 
 
-def train(*, config: Any, workdir: str,
-          model_fn: Callable[[nnx.Rngs], nnx.Module],
-          loss_fn: Callable[[nnx.Module, dict, jax.Array], tuple[jax.Array, dict]],
-          train_iter: Iterator[dict], mesh: jax.sharding.Mesh | None = None,
-          tx: optax.GradientTransformation | None = None) -> TrainResult:
-  """Trains for ``config.train.steps`` steps, resuming from the latest checkpoint in ``workdir``.
+class _Best:
+  """The best checkpoint by ``config.train.best_metric`` (an evaluator's '<name>/<metric>'),
+  kept in ``workdir/best/`` with ``best.json`` saying its step and value."""
+
+  def __init__(self, workdir: str, train_cfg: Any):
+    self.metric = str(config_lib.get(train_cfg, "best_metric", ""))
+    self.mode = str(config_lib.get(train_cfg, "best_mode", "min"))
+    if self.mode not in ("min", "max"):
+      raise ConfigError(f"config.train.best_mode={self.mode!r}: expected 'min' or 'max'")
+    self.dir = os.path.join(workdir, "best")
+    self.info_path = os.path.join(self.dir, "best.json")
+    self.info = None
+    self.ckpt = None
+    if self.metric:
+      self.ckpt = ckpt_lib.Checkpointer(self.dir, keep=1)
+      if os.path.exists(self.info_path):
+        with open(self.info_path) as f:
+          self.info = json.load(f)
+
+  def consider(self, step: int, results: dict, state: TrainState, data_iter: Any) -> None:
+    if self.ckpt is None:
+      return
+    if self.metric not in results:
+      raise ConfigError(f"config.train.best_metric={self.metric!r} is not an evaluation result; "
+                        f"the evaluators give {sorted(results)}")
+    value = float(results[self.metric])
+    old = None if self.info is None else self.info["value"]
+    better = old is None or (value < old if self.mode == "min" else value > old)
+    if not math.isfinite(value) or not better or (self.info or {}).get("step") == step:
+      return
+    path = self.ckpt.save(step, state, data_iter)
+    self.ckpt.wait()
+    self.info = {"step": step, "metric": self.metric, "mode": self.mode, "value": value,
+                 "checkpoint": path}
+    if jax.process_index() == 0:
+      metrics_lib.write_json_atomic(self.info_path, self.info)
+
+  def close(self) -> None:
+    if self.ckpt is not None:
+      self.ckpt.close()
+
+
+def _run_evaluators(task: Task, model: nnx.Module) -> dict:
+  model.eval()
+  out = {}
+  for ev in task.evaluators:
+    for k, v in dict(ev.fn(model)).items():
+      value = np.asarray(jax.device_get(v), np.float64)
+      out[f"{ev.name}/{k}"] = float(value) if value.ndim == 0 else value.tolist()
+  return out
+
+
+def train(*, config: Any, workdir: str, task: Task, train_iter: Iterator[dict],
+          mesh: jax.sharding.Mesh | None = None) -> TrainResult:
+  """Trains ``task`` for ``config.train.steps`` steps, resuming from the latest checkpoint.
 
   ``train_iter`` yields this process's share of each global batch (dict of numpy arrays, leading
-  dim = ``config.train.batch_size / process_count``) and has ``get_state()``/``set_state()``.
+  dim = ``config.train.batch_size / process_count``) and has ``get_state()``/``set_state()``
+  (``jaxtrain.data.make_loader`` gives one). Every ``train.eval_every`` steps (and after the last)
+  the task's evaluators run; ``train.best_metric`` keeps the best checkpoint in ``workdir/best``.
   Raises NonFiniteLossError naming the first non-finite step and the last good checkpoint.
   """
   t_start = time.perf_counter()
   workdir = os.path.abspath(workdir)
-  total = int(config.train.steps)
-  log_every = max(1, int(config_lib.get(config.train, "log_every", 50)))
-  ckpt_every = int(config_lib.get(config.train, "checkpoint_every", 0))
-  keep = int(config_lib.get(config.train, "keep_checkpoints", 3))
-  global_bs = int(config.train.batch_size)
-  program = build_program(config, model_fn, loss_fn, mesh, tx)
-  mesh, rules, graphdef, jit_step = program.mesh, program.rules, program.graphdef, program.step
+  tcfg = config.train
+  total = int(tcfg.steps)
+  log_every = max(1, int(config_lib.get(tcfg, "log_every", 50)))
+  ckpt_every = int(config_lib.get(tcfg, "checkpoint_every", 0))
+  eval_every = int(config_lib.get(tcfg, "eval_every", 0))
+  keep = int(config_lib.get(tcfg, "keep_checkpoints", 3))
+  global_bs = int(tcfg.batch_size)
+  if config_lib.get(tcfg, "best_metric", "") and not task.evaluators:
+    raise ConfigError(f"config.train.best_metric={tcfg.best_metric!r} but the task has no "
+                      "evaluators")
+  program = build_program(config, task, mesh)
+  mesh, rules, jit_step = program.mesh, program.rules, program.step
   os.makedirs(workdir, exist_ok=True)
 
   # ---- state: restore or init
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep,
-                               async_save=bool(config_lib.get(config.train, "async_checkpoints", False)))
+                               async_save=bool(config_lib.get(tcfg, "async_checkpoints", False)))
   last_ckpt_step = ckpt.latest_step()
   if last_ckpt_step is not None:
     state = ckpt.restore(last_ckpt_step, program.abstract_state, train_iter)
@@ -267,9 +281,11 @@ def train(*, config: Any, workdir: str,
   step = int(jax.device_get(state.step))
   last_good = ckpt.path(last_ckpt_step)
 
-  writer = _Writer(workdir, step)
+  best = _Best(workdir, tcfg)
+  writer = metrics_lib.Writer(workdir, step)
   progress = metrics_lib.Progress(total, desc=str(config_lib.get(config, "name", "train")), start=step)
   history: list[dict] = []
+  eval_history: list[dict] = []
   last_metrics: dict = {}
   pending: list[tuple[int, dict]] = []
   preempted = False
@@ -278,7 +294,7 @@ def train(*, config: Any, workdir: str,
   compiled_step = None
 
   def flush(log: bool = True) -> None:
-    """One host sync for all steps since the last check; logs the newest step's metrics."""
+    """One host sync for all steps since the last check; logs their combined metrics."""
     nonlocal last_metrics, t_log, step_log
     if not pending:
       return
@@ -291,15 +307,15 @@ def train(*, config: Any, workdir: str,
           f"non-finite {what} ({value}) at step {bad_step} (the update from step {bad_step - 1}); "
           f"last good checkpoint: {last_good or 'none'}")
     if not log:
-      pending.clear()
       return
     now = time.perf_counter()
-    last_metrics = {k: float(v) for k, v in host[-1].items()}
+    last_metrics = {k: _combine([m[k] for m in host], task.reductions.get(k, "mean"))
+                    for k in host[-1]}
     if step > step_log:  # not on the first step of a run (compilation is not timed)
       last_metrics["steps_per_s"] = (step - step_log) / max(now - t_log, 1e-9)
     t_log, step_log = now, step
     history.append({"step": step, **last_metrics})
-    writer.write(step, last_metrics)
+    writer.write(step, last_metrics, "train")
     pending.clear()
 
   def save() -> None:
@@ -309,6 +325,14 @@ def train(*, config: Any, workdir: str,
       return
     last_good = ckpt.save(step, state, train_iter)
     last_ckpt_step = step
+
+  def evaluate() -> None:
+    flush(log=False)
+    t0 = time.perf_counter()
+    results = _run_evaluators(task, program.model(state))
+    eval_history.append({"step": step, **results})
+    writer.write(step, {**results, "time_s": time.perf_counter() - t0}, "eval")
+    best.consider(step, results, state, train_iter)
 
   try:
     with _Preemption() as preemption, _mesh_context(mesh, rules):
@@ -340,20 +364,18 @@ def train(*, config: Any, workdir: str,
         if step % log_every == 0 or step == total:
           flush()
           progress.update(step, force=step == total, loss=last_metrics["loss"])
+        if task.evaluators and eval_every > 0 and (step % eval_every == 0 or step == total):
+          evaluate()
         if ckpt_every > 0 and step % ckpt_every == 0:
           save()
       flush()
       save()
   finally:
     ckpt.close()
+    best.close()
     writer.close()
 
-  model = nnx.merge(graphdef, state.params, state.rest)
-  wall = time.perf_counter() - t_start
-  if jax.process_index() == 0:
-    metrics_lib.write_json_atomic(os.path.join(workdir, "summary.json"), {
-        "name": str(config_lib.get(config, "name", "")), "step": step, "preempted": preempted,
-        "final_metrics": last_metrics, "wall_time_s": wall,
-        "checkpoint": last_good})
-  return TrainResult(model=model, step=step, metrics=last_metrics, history=history,
-                     preempted=preempted, wall_time_s=wall, checkpoint=last_good)
+  return TrainResult(model=program.model(state), step=step, metrics=last_metrics,
+                     history=history, eval_history=eval_history, preempted=preempted,
+                     wall_time_s=time.perf_counter() - t_start, checkpoint=last_good,
+                     best=best.info)

@@ -1,4 +1,5 @@
-"""Metrics: TensorBoard events, a console progress line, and an atomically written summary.json."""
+"""Metrics: TensorBoard events and metrics.jsonl, a console progress line, and summary.json (one
+writer, ``write_summary``, written atomically)."""
 from __future__ import annotations
 
 import json
@@ -99,3 +100,82 @@ class Progress:
     else:
       self.stream.write(text + "\n")
     self.stream.flush()
+
+
+class Writer:
+  """TensorBoard scalars and metrics.jsonl of a run, written by process 0 only.
+
+  On resume, records of steps after the restored one (from a killed run) are dropped.
+  """
+
+  def __init__(self, workdir: str, start_step: int):
+    import jax
+    self.primary = jax.process_index() == 0
+    self.tb = None
+    self.jsonl = None
+    if self.primary:
+      from tensorboardX import SummaryWriter
+      self.tb = SummaryWriter(os.path.join(workdir, "tb"),
+                              purge_step=start_step + 1 if start_step else None)
+      path = os.path.join(workdir, "metrics.jsonl")
+      kept = []
+      if os.path.exists(path):
+        with open(path) as f:
+          for line in f:
+            try:
+              if json.loads(line)["step"] <= start_step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+            except (ValueError, KeyError, TypeError):
+              pass
+      with open(path, "w") as f:
+        f.writelines(kept)
+      self.jsonl = open(path, "a")
+
+  def write(self, step: int, metrics: dict, prefix: str) -> None:
+    """Scalars as ``<prefix>/<name>``; a vector metric as ``<prefix>/<name>/<i>``."""
+    if not self.primary:
+      return
+    record = {}
+    for k, v in metrics.items():
+      value = np.asarray(v, np.float64)
+      if value.ndim == 0:
+        self.tb.add_scalar(f"{prefix}/{k}", float(value), step)
+        record[f"{prefix}/{k}"] = float(value)
+      else:
+        for i, x in enumerate(value.ravel()):
+          self.tb.add_scalar(f"{prefix}/{k}/{i}", float(x), step)
+        record[f"{prefix}/{k}"] = value.tolist()
+    self.jsonl.write(json.dumps({"step": step, **record}) + "\n")
+    self.jsonl.flush()
+
+  def close(self) -> None:
+    if self.primary:
+      self.tb.flush()
+      self.tb.close()
+      self.jsonl.close()
+
+
+def write_summary(workdir: str, config: Any = None, result: Any = None, **sections: Any) -> dict:
+  """Writes ``workdir/summary.json`` (process 0; atomically) and returns it: the config's name and
+  the config, what training gave (``result``: a ``loop.TrainResult``: steps, preemption, final
+  train metrics, evaluations, best checkpoint, wall time), the devices, and ``sections``
+  (a package's own results, e.g. ``eval=...``). The only writer of summary.json."""
+  import jax
+  summary: dict = {}
+  if config is not None:
+    summary["name"] = str(config.get("name", "")) if hasattr(config, "get") else ""
+    summary["config"] = config.to_dict() if hasattr(config, "to_dict") else config
+  if result is not None:
+    summary.update(step=result.step, preempted=result.preempted,
+                   final_metrics=result.metrics, checkpoint=result.checkpoint,
+                   train_wall_time_s=result.wall_time_s)
+    if result.eval_history:
+      summary["eval_history"] = result.eval_history
+    if result.best is not None:
+      summary["best"] = result.best
+  summary.update(devices=f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+                 num_processes=jax.process_count())
+  summary.update(sections)
+  if jax.process_index() == 0:
+    write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+  return summary

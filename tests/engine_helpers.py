@@ -1,4 +1,5 @@
-"""Shared pieces for the engine tests: a tiny NNX MLP with logical axis names, its loss, a config,
+"""Shared pieces for the engine tests: a tiny NNX net (batch norm, dropout) with logical axis names,
+its loss and two-pass step, a config (SGD, lr multipliers, a frozen module),
 a deterministic in-memory data iterator with get_state()/set_state(), a small BrainMAE run, and
 helpers that start ``engine_worker.py`` processes."""
 from __future__ import annotations
@@ -18,31 +19,61 @@ import numpy as np
 from flax import nnx
 
 
-class TinyMLP(nnx.Module):
-  """x [B, 8] -> y [B, 4]; parameters carry logical axis names for the sharding rules."""
+class Backbone(nnx.Module):
+  def __init__(self, rngs: nnx.Rngs, din: int, hidden: int):
+    init = nnx.initializers.lecun_normal()
+    self.w = nnx.Param(init(rngs.params(), (din, hidden)), out_sharding=("embed", "mlp"))
+    self.bn = nnx.BatchNorm(hidden, rngs=rngs, momentum=0.9)
+
+
+class TinyNet(nnx.Module):
+  """x [B, 8] -> y [B, 4]: backbone (linear, batch norm, dropout), neck, head. Parameters carry
+  logical axis names for the sharding rules; batch statistics live in ``backbone.bn``."""
 
   def __init__(self, rngs: nnx.Rngs, din: int = 8, hidden: int = 32, dout: int = 4):
     init = nnx.initializers.lecun_normal()
-    self.w1 = nnx.Param(init(rngs.params(), (din, hidden)), out_sharding=("embed", "mlp"))
-    self.b1 = nnx.Param(jnp.zeros((hidden,)), out_sharding=("mlp",))
-    self.out = nnx.Linear(hidden, dout, rngs=rngs,
-                          kernel_init=nnx.with_partitioning(init, ("mlp", "embed")))
+    self.backbone = Backbone(rngs, din, hidden)
+    self.drop = nnx.Dropout(0.1)
+    self.neck = nnx.Linear(hidden, hidden, rngs=rngs,
+                           kernel_init=nnx.with_partitioning(init, ("mlp", "embed")))
+    self.head = nnx.Linear(hidden, dout, rngs=rngs,
+                           kernel_init=nnx.with_partitioning(init, ("mlp", "embed")))
 
-  def __call__(self, x: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-    h = jax.nn.gelu(x @ self.w1 + self.b1)
-    if rng is not None:  # exercise the per-step rng: a fixed-rate dropout
-      keep = jax.random.bernoulli(rng, 0.9, h.shape)
-      h = jnp.where(keep, h / 0.9, 0.0)
-    return self.out(h)
+  def __call__(self, x: jax.Array, rngs: nnx.Rngs | None = None) -> jax.Array:
+    h = jax.nn.gelu(self.backbone.bn(x @ self.backbone.w))
+    h = jax.nn.gelu(self.neck(self.drop(h, rngs=rngs)))
+    return self.head(h)
 
 
-def loss_fn(model: TinyMLP, batch: dict, rng: jax.Array):
-  pred = model(batch["x"], rng)
+def loss_fn(model: TinyNet, batch: dict, rng: jax.Array, step: jax.Array):
+  del step
+  pred = model(batch["x"], nnx.Rngs(dropout=rng))
   err = jnp.mean((pred - batch["y"]) ** 2)
-  return err, {"mae": jnp.mean(jnp.abs(pred - batch["y"]))}
+  return err, {"mae": jnp.mean(jnp.abs(pred - batch["y"])),
+               "max_err": jnp.abs(pred - batch["y"]).max(axis=1),
+               "mse_per_output": jnp.mean((pred - batch["y"]) ** 2, axis=0)}
+
+
+def two_pass_step(parts, state, batch, rng):
+  """Two passes per step: the batch as is and sign-flipped (targets flipped too); gradients
+  averaged; batch statistics from the first pass only."""
+  r1, r2 = jax.random.split(rng)
+  l1, m1, g1, rest = parts.grad(parts.loss, state, batch, r1)
+  flipped = {"x": -batch["x"], "y": -batch["y"]}
+  l2, _, g2, _ = parts.grad(parts.loss, state, flipped, r2)
+  grads = jax.tree.map(lambda a, b: 0.5 * (a + b), g1, g2)
+  return parts.update(state, grads, rest, 0.5 * (l1 + l2), {**m1, "loss_flipped": l2})
+
+
+def make_task(two_pass: bool = True, evaluators=()):
+  from jaxtrain.task import Task
+  return Task(model=TinyNet, loss=loss_fn,
+              reductions={"max_err": "max", "mse_per_output": "none"},
+              train_step=two_pass_step if two_pass else None, evaluators=evaluators)
 
 
 def make_config(steps: int = 6, batch_size: int = 16, shape=None, **train) -> ml_collections.ConfigDict:
+  """SGD with momentum, per-module learning-rate and weight-decay multipliers, a frozen neck."""
   c = ml_collections.ConfigDict()
   c.name = "engine_test"
   c.seed = 0
@@ -55,8 +86,11 @@ def make_config(steps: int = 6, batch_size: int = 16, shape=None, **train) -> ml
   # A constant schedule after warmup keeps the compiled step the same for any number of steps,
   # so test runs of different lengths share compiled programs.
   c.optim = ml_collections.ConfigDict(dict(
-      lr=1e-2, warmup_steps=2, weight_decay=1e-4, grad_clip=1.0, b1=0.9, b2=0.999,
-      schedule="constant"))
+      name="sgd", lr=5e-2, momentum=0.9, nesterov=False, warmup_steps=2, weight_decay=1e-4,
+      grad_clip=1.0, schedule="constant",
+      lr_mults=(("^head/", 5.0), ("^backbone/", 0.5)),
+      wd_mults=(("kernel$|/w$", 1.0),),
+      frozen=("^neck/",)))
   return c
 
 
@@ -96,10 +130,10 @@ class ArrayIterator:
 
 
 def params_of(model) -> dict:
-  """Parameters as a flat {path: numpy array} dict."""
-  _, params = nnx.split(model, nnx.Param)
+  """Parameters and batch statistics as a flat {path: numpy array} dict."""
+  state = nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat))
   return {jax.tree_util.keystr(p): np.asarray(jax.device_get(v))
-          for p, v in jax.tree_util.tree_leaves_with_path(params)}
+          for p, v in jax.tree_util.tree_leaves_with_path(state)}
 
 
 def brainmae_setup(steps: int, checkpoint_every: int) -> tuple[ml_collections.ConfigDict, np.ndarray]:

@@ -1,5 +1,5 @@
 """Runs the engine in a fresh process (for the multi-process, SIGKILL and SIGTERM tests) on the tiny
-test MLP (``--model=mlp``) or on BrainMAE pretraining over real HCP windows (``--model=brainmae``).
+test net (``--model=mlp``: batch norm, dropout, SGD with multipliers, a frozen module, two passes per step) or on BrainMAE pretraining over real HCP windows (``--model=brainmae``).
 Writes the final parameters to --out (npz) and a result line to stdout."""
 import argparse
 import json
@@ -66,20 +66,22 @@ if args.model == "mlp":
   config = h.make_config(steps=args.steps, checkpoint_every=args.checkpoint_every)
   it = h.ArrayIterator(config.train.batch_size, process_index=jax.process_index(),
                        process_count=jax.process_count())
-  model_fn, loss_fn = h.TinyMLP, h.loss_fn
+  task = h.make_task()
 else:
   from jaxtrain.data import InMemorySource, make_loader  # noqa: E402
-  from jaxbrain.models.brainmae import BrainMAE, pretrain_loss  # noqa: E402
+  from jaxbrain.tasks.pretrain import pretrain_task  # noqa: E402
 
   config, x = h.brainmae_setup(steps=args.steps, checkpoint_every=args.checkpoint_every)
   it = make_loader(InMemorySource({"x": x}), global_batch_size=config.train.batch_size,
                    seed=config.seed, fields=("x",))
-  model_fn, loss_fn = (lambda rngs: BrainMAE(config.model, rngs=rngs)), pretrain_loss
-result = loop.train(config=config, workdir=args.workdir, model_fn=model_fn, loss_fn=loss_fn,
+  task = pretrain_task(config)
+result = loop.train(config=config, workdir=args.workdir, task=task,
                     train_iter=Slowed(it, args.sleep) if args.sleep else it)
-_, params = nnx.split(result.model, nnx.Param)
+from jaxtrain import metrics  # noqa: E402
+metrics.write_summary(args.workdir, config, result)
+state = nnx.state(result.model, nnx.Any(nnx.Param, nnx.BatchStat))  # parameters and batch statistics
 flat = {jax.tree_util.keystr(k): np.asarray(multihost_utils.process_allgather(v, tiled=True))
-        for k, v in jax.tree_util.tree_leaves_with_path(params)}
+        for k, v in jax.tree_util.tree_leaves_with_path(state)}
 if args.out and jax.process_index() == 0:
   np.savez(args.out, **flat)
 out = {"step": result.step, "preempted": result.preempted,

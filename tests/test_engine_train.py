@@ -1,4 +1,5 @@
-"""The train loop end to end on a tiny MLP: a 2x4 (data, fsdp) mesh == one device; two processes
+"""The train loop end to end on a tiny net with batch norm and dropout, trained with SGD, per-module
+learning-rate multipliers, a frozen module and two passes per step: a 2x4 (data, fsdp) mesh == one device; two processes
 on loopback (gloo) == one process with 8 devices; SIGKILL mid-run + resume == an uninterrupted
 run, bitwise; SIGTERM saves and exits cleanly; a non-finite loss names its step and the last good
 checkpoint; keep-last-N; TensorBoard, metrics.jsonl and summary.json."""
@@ -17,15 +18,18 @@ from jax.experimental.compilation_cache import compilation_cache
 import engine_helpers as h
 from jaxtrain import loop
 from jaxtrain import mesh as mesh_lib
+from jaxtrain import metrics as metrics_lib
 from jaxtrain.checkpoint import Checkpointer
+from jaxtrain.task import Task
 
 STEPS, EVERY = 8, 2
 
 
 def _train(workdir, config, mesh=None, **iter_kw):
   it = h.ArrayIterator(config.train.batch_size, **iter_kw)
-  result = loop.train(config=config, workdir=str(workdir), model_fn=h.TinyMLP, loss_fn=h.loss_fn,
-                      train_iter=it, mesh=mesh)
+  result = loop.train(config=config, workdir=str(workdir), task=h.make_task(), train_iter=it,
+                      mesh=mesh)
+  metrics_lib.write_summary(str(workdir), config, result)
   return result, it
 
 
@@ -61,9 +65,11 @@ def reference(tmp_path_factory):
 
 def test_2x4_mesh_matches_one_device(tmp_path, reference):
   sharded, sharded_params, _, config = reference
-  w1 = sharded.model.w1.get_value()
-  assert dict(w1.sharding.mesh.shape) == {"data": 2, "fsdp": 4}
-  assert w1.sharding.spec == jax.P(None, "fsdp")
+  w = sharded.model.backbone.w.get_value()
+  assert dict(w.sharding.mesh.shape) == {"data": 2, "fsdp": 4}
+  assert w.sharding.spec == jax.P(None, "fsdp")
+  # Batch statistics are sharded like their features and computed over the global batch.
+  assert sharded.model.backbone.bn.mean.get_value().sharding.spec == jax.P()
   one = mesh_lib.make_mesh(ml_collections.ConfigDict({"shape": {"data": 1, "fsdp": 1}}),
                            devices=jax.devices()[:1])
   single, _ = _train(tmp_path, config, mesh=one)
@@ -71,8 +77,10 @@ def test_2x4_mesh_matches_one_device(tmp_path, reference):
   assert len(sharded.history) == STEPS
   np.testing.assert_allclose(losses(sharded), losses(single), rtol=1e-5)
   chex.assert_trees_all_close(sharded_params, h.params_of(single.model), rtol=1e-5, atol=1e-6)
-  for key in ("grad_norm", "param_norm", "update_norm", "mae", "steps_per_s"):
+  for key in ("grad_norm", "param_norm", "update_norm", "mae", "max_err", "loss_flipped",
+              "steps_per_s"):
     assert np.isfinite(sharded.metrics[key])
+  assert len(sharded.metrics["mse_per_output"]) == 4  # reduction 'none' keeps the vector
 
 
 def test_keep_last_n_metrics_files_and_resume(reference):
@@ -86,8 +94,9 @@ def test_keep_last_n_metrics_files_and_resume(reference):
   summary = json.loads((workdir / "summary.json").read_text())
   assert summary["name"] == "engine_test" and summary["step"] == STEPS
   assert summary["final_metrics"]["loss"] == pytest.approx(result.metrics["loss"])
-  assert summary["wall_time_s"] > 0 and not summary["preempted"]
+  assert summary["train_wall_time_s"] > 0 and not summary["preempted"]
   lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  assert json.loads(lines[-1])["train/loss"] == pytest.approx(result.metrics["loss"])
   assert [json.loads(line)["step"] for line in lines] == list(range(1, STEPS + 1))
   data = json.loads((workdir / "checkpoints" / "8" / "data" / "process_0-of-1.json").read_text())
   assert data == {"position": STEPS}
@@ -171,8 +180,8 @@ def test_grain_iterator_position_is_checkpointed(tmp_path):
   dataset = (grain.MapDataset.source(records).shuffle(seed=0).repeat(None).batch(16)
              .to_iter_dataset())
   config = h.make_config(steps=3, checkpoint_every=2)
-  run = lambda it: loop.train(config=config, workdir=str(tmp_path), model_fn=h.TinyMLP,
-                              loss_fn=h.loss_fn, train_iter=it)
+  run = lambda it: loop.train(config=config, workdir=str(tmp_path), task=h.make_task(),
+                              train_iter=it)
   first = iter(dataset)
   assert run(first).step == 3
   config.train.steps = 5
@@ -193,16 +202,18 @@ class _Stateful(nnx.Module):
     return self.bn(self.drop(self.lin(x)))
 
 
-def _stateful_loss(model, batch, rng):
-  del rng
+def _stateful_loss(model, batch, rng, step):
+  del rng, step
   return np.float32(0.5) * ((model(batch["x"]) - batch["y"]) ** 2).mean(), {}
 
 
 def test_stateful_model_resumes_bitwise(tmp_path):
   def run(workdir, steps):
     config = h.make_config(steps=steps, checkpoint_every=2)
-    result = loop.train(config=config, workdir=str(workdir), model_fn=_Stateful,
-                        loss_fn=_stateful_loss, train_iter=h.ArrayIterator(16))
+    config.optim.lr_mults = config.optim.wd_mults = config.optim.frozen = ()
+    result = loop.train(config=config, workdir=str(workdir),
+                        task=Task(model=_Stateful, loss=_stateful_loss),
+                        train_iter=h.ArrayIterator(16))
     return nnx.state(result.model)
 
   run(tmp_path / "a", 3)

@@ -36,15 +36,15 @@ def test_make_mesh_fills_minus_one_and_rejects_bad_shapes():
 def test_shardings_from_logical_axis_rules_and_global_batch():
   mesh = mesh_lib.make_mesh(_mesh_cfg({"data": 2, "fsdp": 4}))
   with nnx.use_eager_sharding(False):
-    abstract = nnx.eval_shape(lambda: h.TinyMLP(nnx.Rngs(0), hidden=6))
+    abstract = nnx.eval_shape(lambda: h.TinyNet(nnx.Rngs(0), hidden=6))
   params = nnx.state(abstract, nnx.Param)
   sh = mesh_lib.shardings_for(params, mesh, (("embed", "data"), ("mlp", "fsdp")))
   spec = lambda v: v.get_value().spec
-  assert spec(sh["w1"]) == jax.P("data")                 # 6 hidden units do not split 4 ways
-  assert spec(sh["out"]["kernel"]) == jax.P(None, "data")
-  assert spec(sh["out"]["bias"]) == jax.P()              # no logical names: replicated
+  assert spec(sh["backbone"]["w"]) == jax.P("data")                 # 6 hidden units do not split 4 ways
+  assert spec(sh["head"]["kernel"]) == jax.P(None, "data")
+  assert spec(sh["head"]["bias"]) == jax.P()              # no logical names: replicated
   both = mesh_lib.shardings_for(params, mesh, (("embed", None), ("mlp", ("data", "fsdp"))))
-  assert spec(both["w1"]) == jax.P()                     # 6 does not split 8 ways either
+  assert spec(both["backbone"]["w"]) == jax.P()                     # 6 does not split 8 ways either
   with pytest.raises(mesh_lib.ShardingError, match="logical axis 'mlp' has no rule"):
     mesh_lib.shardings_for(params, mesh, (("embed", None),))
   with pytest.raises(mesh_lib.ShardingError, match="mesh axis 'model'"):
@@ -62,8 +62,8 @@ def test_optimizer_schedule_clipping_and_decay_mask():
   steps = np.arange(0, 21)   # closed form: linear warmup to step 4, then cosine to 0 at step 20
   expected = np.where(steps <= 4, steps / 4, 0.5 * (1 + np.cos(np.pi * (steps - 4) / 16)))
   np.testing.assert_allclose(np.asarray(jax.jit(schedule)(steps)), expected, atol=1e-6)
-  tx = optim_lib.make_optimizer(cfg, 20)
   params = {"w": np.ones((2, 2), np.float32), "b": np.ones((2,), np.float32)}
+  tx = optim_lib.make_optimizer(cfg, 20, params)
 
   @jax.jit
   def three_updates(grads):
@@ -79,8 +79,8 @@ def test_optimizer_schedule_clipping_and_decay_mask():
   # A huge gradient is clipped to norm 1 before Adam: the update stays finite, against the gradient.
   big = three_updates({"w": np.full((2, 2), 1e6, np.float32), "b": np.zeros((2,), np.float32)})
   assert np.all(np.isfinite(big["w"])) and np.all(np.asarray(big["w"]) < 0)
-  with pytest.raises(ValueError, match="schedule='linear'"):
-    optim_lib.make_schedule(ml_collections.ConfigDict(dict(lr=1.0, schedule="linear")), 10)
+  with pytest.raises(ValueError, match="schedule='exponential'"):
+    optim_lib.make_schedule(ml_collections.ConfigDict(dict(lr=1.0, schedule="exponential")), 10)
   clipped, _ = optax.clip_by_global_norm(1.0).update({"g": np.full((4,), 10.0, np.float32)}, None)
   assert float(optax.tree.norm(clipped)) == pytest.approx(1.0, rel=1e-5)
 
