@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from jaxbrain.models.brainmae import BrainMAE, pretrain_loss  # noqa: E402
+from jaxbrain.tasks.pretrain import pretrain_task  # noqa: E402
 from jaxtrain import distributed, loop, mesh as mesh_lib, perf  # noqa: E402
 from jaxtrain.config import load_config  # noqa: E402
 
@@ -43,8 +43,7 @@ def bench(variant: str, steps: int, batch_size: int | None) -> dict:
   if batch_size:
     config.train.batch_size = batch_size
   m = config.model
-  program = loop.build_program(config, lambda rngs: BrainMAE(config.model, rngs=rngs),
-                               pretrain_loss)
+  program = loop.build_program(config, pretrain_task(config))
   state = program.init()
   rng = np.random.default_rng(0)
   shape = (config.train.batch_size, config.data.num_segments, m.num_rois, m.seg_len)

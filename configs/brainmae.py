@@ -57,6 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.zscore = True
   c.data.bandpass_hz = (0.0, 0.0)  # (low, high); 0 disables that side
   c.data.holdout_subjects = 3      # held out of pretraining, used for evaluation
+  c.data.val_subjects = 0          # of the rest: validation during pretraining (train.eval_every)
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_subjects=24, num_rois=94, length=1200, tr=0.72, num_classes=2, seed=0))
 
@@ -68,14 +69,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
   c.mesh.cpu_devices = 2  # CPU-only hosts: JAX devices to split the cores into (0: JAX's default)
-  c.mesh.rules = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("mlp", None),
+  c.mesh.rules = (("embed", "fsdp"), ("mlp", None),
                   ("heads", None), ("kv", None), ("roi", None), ("seg", None),
                   ("seg_len", None), ("vocab", None))
 
   c.train = ml_collections.ConfigDict(dict(
-      steps=1500, batch_size=32, log_every=50, checkpoint_every=500, keep_checkpoints=2))
+      steps=1500, batch_size=32, log_every=50, checkpoint_every=500, keep_checkpoints=2,
+      eval_every=0, best_metric="", best_mode="min"))  # e.g. eval_every=250, best 'val/recon_mse'
   c.optim = ml_collections.ConfigDict(dict(
-      lr=2e-3, warmup_steps=100, weight_decay=0.05, grad_clip=1.0, b1=0.9, b2=0.95))
+      name="adamw", lr=2e-3, warmup_steps=100, weight_decay=0.05, grad_clip=1.0, b1=0.9, b2=0.95,
+      frozen=(), ema_decay=0.0))
 
   c.eval = ml_collections.ConfigDict(dict(
       reconstruction=True, fingerprint=True, interpret=True, batch_size=64, mask_seed=1234,

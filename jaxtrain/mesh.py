@@ -15,11 +15,13 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from jaxtrain.errors import UserError
+
 # Mesh axes over which the batch's leading dimension is split (in this order, when present).
 DATA_AXES = ("replica", "data", "fsdp")
 
 
-class ShardingError(ValueError):
+class ShardingError(UserError):  # a ValueError too
   """The mesh config or the sharding rules do not fit the devices or the state."""
 
 

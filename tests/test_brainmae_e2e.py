@@ -13,8 +13,9 @@ import scipy.io
 from flax import nnx
 
 from jaxbrain.data.validation import DataError
-from jaxbrain.models.brainmae import BrainMAE, pretrain_loss
+from jaxbrain.models.brainmae import BrainMAE
 from jaxbrain.tasks import finetune
+from jaxbrain.tasks.pretrain import pretrain_task
 from jaxbrain.tasks.train import train_and_evaluate
 from jaxtrain import loop, mesh as mesh_lib
 from jaxtrain.config import ConfigError, load_config
@@ -141,10 +142,20 @@ def test_folder_source_with_mat_files_runs(tmp_path):
   folder = tmp_path / "subjects"
   folder.mkdir()
   rng = np.random.default_rng(0)
-  for i in range(3):
+  for i in range(4):
     scipy.io.savemat(folder / f"sub{i}.mat", {"tc": rng.standard_normal((6, 200))})
-  summary = train_and_evaluate(_folder_config(folder), str(tmp_path / "run"))
+  config = _folder_config(folder)
+  # One validation subject, evaluated every 2 steps; the best checkpoint by its error.
+  config.data.val_subjects = 1
+  config.train.update(dict(eval_every=2, best_metric="val/recon_mse"))
+  summary = train_and_evaluate(config, str(tmp_path / "run"))
   assert summary["step"] == 4 and np.isfinite(summary["eval"]["recon_mse_model"])
+  assert len(summary["val_subjects"]) == 1 and len(summary["pretrain_subjects"]) == 2
+  assert not set(summary["val_subjects"]) & set(summary["heldout_subjects"])
+  assert [e["step"] for e in summary["eval_history"]] == [2, 4]
+  best = min(summary["eval_history"], key=lambda e: e["val/recon_mse"])
+  assert summary["best"]["step"] == best["step"]
+  assert (tmp_path / "run" / "best" / "best.json").exists()
 
 
 def _pretrain_params(config, mesh, workdir, x):
@@ -152,8 +163,7 @@ def _pretrain_params(config, mesh, workdir, x):
   it = make_loader(InMemorySource({"x": x}), global_batch_size=config.train.batch_size,
                    seed=0, fields=("x",))
   result = loop.train(config=config, workdir=workdir, mesh=mesh, train_iter=it,
-                      model_fn=lambda rngs: BrainMAE(config.model, rngs=rngs),
-                      loss_fn=pretrain_loss)
+                      task=pretrain_task(config))
   return result, jax.device_get(nnx.state(result.model, nnx.Param))
 
 

@@ -1,4 +1,5 @@
-"""BrainMAE model: shapes, masking invariants, graph attention, loss, ablations, gradients."""
+"""BrainMAE model: shapes, masking invariants, graph attention, loss, ablations, gradients,
+dropout modes."""
 import zlib
 
 import chex
@@ -9,6 +10,7 @@ import pytest
 from flax import nnx
 
 from jaxbrain.models import brainmae as bm
+from jaxtrain.errors import ConfigError
 
 B, S, N, L = 2, 3, 6, 5
 # XLA's CPU optimisation passes dominate this file's run time; tests do not need optimised code.
@@ -78,12 +80,13 @@ def forward(model, x, mask):
 
 @jax.jit(compiler_options=FAST)
 def loss_fn(model, x, rng):
-  return bm.pretrain_loss(model, {"x": x}, rng)
+  return bm.pretrain_loss(model, {"x": x}, rng, jnp.int32(0))
 
 
 @jax.jit(compiler_options=FAST)
 def loss_and_grad(model, x, rng):
-  return nnx.value_and_grad(lambda m: bm.pretrain_loss(m, {"x": x}, rng), has_aux=True)(model)
+  return nnx.value_and_grad(lambda m: bm.pretrain_loss(m, {"x": x}, rng, jnp.int32(0)),
+                            has_aux=True)(model)
 
 
 def inputs(seed=1):
@@ -119,6 +122,7 @@ def test_random_mask_counts_and_randomness():
   np.testing.assert_array_equal(mask.reshape(4, 5, 16), mask_fn(jax.random.key(0), 4, 5, 16, 0.5))
   assert not np.array_equal(mask.reshape(4, 5, 16), mask_fn(jax.random.key(1), 4, 5, 16, 0.5))
   assert bm.num_masked(100, 0.75) == 75 and bm.num_masked(5, 0.5) == 3
+  assert bm.num_masked(93, 0.5) == 47  # halves round up (the evaluation uses the same rule)
   with pytest.raises(ValueError, match="visible"):
     mask_fn(jax.random.key(0), 1, 1, 4, 0.9)
 
@@ -306,20 +310,24 @@ def test_graph_attention_matches_float64_reference_and_gradients(self_loops):
                                  rtol=2e-3, atol=2e-4, err_msg=f"argument {i}")
 
 
-@pytest.mark.parametrize("freeze", [False, True])
-def test_prediction_head(freeze):
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_prediction_head(head):
   model = build(lambda: bm.BrainMAEForPrediction(tiny_config(), num_outputs=3, rngs=nnx.Rngs(0),
-                                                 head="mlp" if freeze else "linear",
-                                                 freeze_encoder=freeze))
+                                                 head=head))
   x, _ = inputs()
   out, g = jax.jit(lambda m: (m(x), nnx.grad(lambda m: jnp.sum(m(x) ** 2))(m)),
                    compiler_options=FAST)(model)
   chex.assert_shape(out, (B, 3))
   enc = sum(float(np.abs(v).sum()) for v in jax.tree.leaves(nnx.state(g.encoder)))
-  head = float(np.abs(np.asarray(g.out.kernel[...])).sum())
-  assert head > 0
-  assert (enc == 0.0) == freeze
-  assert bm.BrainMAEHead is bm.BrainMAEForPrediction
+  head_grad = float(np.abs(np.asarray(g.out.kernel[...])).sum())
+  assert head_grad > 0 and enc > 0  # freezing is the engine's job (by path)
+  paths = ["/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
+  encoder = [p for p in paths if p.startswith("encoder/")]
+  assert len(encoder) == len(nnx.to_flat_state(nnx.state(make(), nnx.Param)))
+  assert sorted(set(paths) - set(encoder)) == (
+      ["head_norm/bias", "head_norm/scale", "hidden/bias", "hidden/kernel", "out/bias",
+       "out/kernel"] if head == "mlp" else
+      ["head_norm/bias", "head_norm/scale", "out/bias", "out/kernel"])
 
 
 def test_logical_axis_names_on_all_params():
@@ -333,11 +341,11 @@ def test_logical_axis_names_on_all_params():
 
 
 def test_bad_config_and_inputs_are_named():
-  with pytest.raises(ValueError, match="config.model.embed_dim"):
+  with pytest.raises(ConfigError, match="config.model.embed_dim"):
     make(embed_dim=15)
-  with pytest.raises(ValueError, match="config.model.tse"):
+  with pytest.raises(ConfigError, match="config.model.tse"):
     make(tse="xx")
-  with pytest.raises(ValueError, match="config.model.mask_ratio"):
+  with pytest.raises(ConfigError, match="config.model.mask_ratio"):
     make(mask_ratio=1.0)
   model = make()
   with pytest.raises(ValueError, match="N=6"):
@@ -433,3 +441,31 @@ def test_roi_temporal_block_matches_float64_reference():
       m = _np_gelu(z2 @ p["mlp/fc1/kernel"] + p["mlp/fc1/bias"]) @ p["mlp/fc2/kernel"]
       ref[b, :, n] = y + m + p["mlp/fc2/bias"]
   np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+
+
+@jax.jit(compiler_options=FAST)
+def forward_keyed(model, x, mask, key):
+  return model(x, mask, rngs=nnx.Rngs(dropout=key))
+
+
+def test_dropout_follows_train_and_eval_modes():
+  """eval(): deterministic and equal to the dropout-free model; train(): keyed by the rngs."""
+  model = build(lambda: bm.BrainMAE(tiny_config(dropout=0.3), rngs=nnx.Rngs(0)))
+  x, mask = inputs()
+  plain = forward(make(), x, mask)[0]  # the same parameter values (filled by path), no dropout
+  with pytest.raises(ValueError, match="needs rngs"):
+    model(x, mask)  # a new model is in train mode
+  model.eval()
+  np.testing.assert_array_equal(forward(model, x, mask)[0], plain)
+  np.testing.assert_array_equal(forward_keyed(model, x, mask, jax.random.key(0)), plain)
+  model.train()
+  a = forward_keyed(model, x, mask, jax.random.key(0))
+  np.testing.assert_array_equal(a, forward_keyed(model, x, mask, jax.random.key(0)))
+  assert not np.allclose(a, forward_keyed(model, x, mask, jax.random.key(1)))
+  assert not np.allclose(a, plain)
+  # The masked-cell invariant holds with dropout too.
+  x2 = jnp.where(mask[..., None], x + 100.0, x)
+  np.testing.assert_array_equal(a, forward_keyed(model, x2, mask, jax.random.key(0)))
+  # Dropout modules add no state: checkpoints keep the parameter paths of a dropout-free model.
+  assert ([p for p, _ in nnx.to_flat_state(nnx.state(model))]
+          == [p for p, _ in nnx.to_flat_state(nnx.state(make()))])

@@ -4,8 +4,8 @@ import pytest
 import scipy.signal
 
 from jaxbrain.data import DataError
-from jaxbrain.data.preprocess import (bandpass, dynamic_fc, make_windows, num_windows, preprocess,
-                                      segment_frames, subject_windows, zscore)
+from jaxbrain.data.preprocess import bandpass, preprocess, segment_frames, zscore
+from jaxbrain.data.windows import make_windows, subject_windows, window_starts
 
 RNG = np.random.default_rng(1)
 
@@ -53,33 +53,38 @@ def test_segments_and_windows_are_slices_of_the_series():
   assert segment_frames(15.0, 0.72) == 21 and segment_frames(15.0, 2.0) == 8
   x = RNG.standard_normal((5, 131)).astype(np.float32)
   for stride in (1, 2, 3):
-    w = make_windows(x, seg_frames=7, num_segments=3, stride_segments=stride)
+    w = make_windows(x, seg_frames=7, num_segments=3, stride_frames=7 * stride)
     count = (131 // 7 - 3) // stride + 1
-    assert w.shape == (count, 3, 5, 7) == (num_windows(131, 7, 3, stride), 3, 5, 7)
+    assert w.shape == (count, 3, 5, 7) == (len(window_starts(131, 7, 3, 7 * stride)), 3, 5, 7)
     for i in range(count):
       for s in range(3):
         start = (i * stride + s) * 7
         np.testing.assert_array_equal(w[i, s], x[:, start:start + 7])
-  assert num_windows(20, 7, 3) == 0
+  assert len(window_starts(20, 7, 3)) == 0
   with pytest.raises(DataError, match=r"20 frames.*shorter than one window of 3 segments of 21"):
     make_windows(x[:, :20], 7, 3)
 
 
+def test_window_starts_below_and_above_one_segment():
+  # Below one segment: segment-aligned windows from every offset 0, stride, ... < seg.
+  np.testing.assert_array_equal(window_starts(30, 5, 3, 2), [0, 2, 4, 5, 7, 9, 10, 12, 14, 15])
+  np.testing.assert_array_equal(window_starts(30, 6, 3, 3), [0, 3, 6, 9, 12])
+  np.testing.assert_array_equal(window_starts(31, 5, 2, 10), [0, 10, 20])
+  np.testing.assert_array_equal(window_starts(31, 5, 2), np.arange(0, 22, 5))
+  for bad in (0, 7):
+    with pytest.raises(DataError, match=f"window stride of {bad} frames"):
+      window_starts(30, 5, 2, bad)
+  x = RNG.standard_normal((3, 40)).astype(np.float32)
+  w = make_windows(x, 5, 2, 3)
+  for i, start in enumerate(window_starts(40, 5, 2, 3)):
+    np.testing.assert_array_equal(w[i], x[:, start:start + 10].reshape(3, 2, 5).transpose(1, 0, 2))
+
+
 def test_subject_windows_pipeline():
   x = (RNG.standard_normal((4, 400)) * 10 + 50).astype(np.float32)
-  w = subject_windows(x, 0.72, tau_s=15.0, num_segments=2, stride_segments=2)
-  ref = make_windows(zscore(x), 21, 2, 2)
+  w = subject_windows(x, 0.72, tau_s=15.0, num_segments=2, stride_frames=42)
+  ref = make_windows(zscore(x), 21, 2, 42)
   np.testing.assert_array_equal(w, ref)
   np.testing.assert_allclose(preprocess(x, 0.72, band_hz=(0.01, 0.1)),
                              zscore(bandpass(x, 0.72, 0.01, 0.1)), atol=1e-6)
 
-
-def test_dynamic_fc_matches_corrcoef():
-  x = RNG.standard_normal((4, 50))
-  fc = dynamic_fc(x, window_frames=20, stride_frames=7)
-  assert fc.shape == (5, 4, 4) and fc.dtype == np.float32
-  for w in range(5):
-    np.testing.assert_allclose(fc[w], np.corrcoef(x[:, 7 * w:7 * w + 20]), atol=1e-5)
-  x[1, :20] = 3.0
-  fc = dynamic_fc(x, 20, 7)
-  assert fc[0, 1, 0] == 0 and fc[0, 1, 1] == 1

@@ -138,7 +138,7 @@ def test_zero_variance_roi_named(tmp_path):
 
 
 def test_short_series_gives_lengths_and_tr(tmp_path):
-  from jaxbrain.data.preprocess import subject_windows
+  from jaxbrain.data.windows import subject_windows
   [s] = _one(tmp_path, X[:, :10])
   with pytest.raises(DataError, match=r"bad\.npy: series has 10 frames \(10\.00 s at TR 1\.0 s\), "
                      r"shorter than one segment \(tau 15\.0 s\) of 15 frames \(15\.00 s\)"):

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from jaxbrain.data import DataError
-from jaxtrain.data import InMemorySource, make_loader
-from jaxbrain.data.preprocess import subject_windows
 from jaxbrain.data.synthetic import make_synthetic
 from jaxbrain.data.tfds_builder import FmriWindowsConfig, build_dataset, load_data_source
+from jaxbrain.data.windows import subject_windows, window_arrays
+from jaxtrain.data import InMemorySource, make_loader
 
 TR, TAU, S = 1.0, 5.0, 2  # 5 frames per segment
 
@@ -109,20 +109,21 @@ def _indexed_source(request):
   return make
 
 
-def test_in_memory_source_from_subjects():
+def test_in_memory_source_from_window_arrays():
   subjects, labels = make_synthetic(num_subjects=3, num_rois=6, num_frames=40, tr=TR, seed=1)
   y = labels.values("score", [s.id for s in subjects], "regression")
-  src = InMemorySource.from_subjects(subjects, y, tau_s=TAU, num_segments=S)
+  src = InMemorySource(window_arrays(subjects, tau_s=TAU, num_segments=S, labels=y))
   per = (40 // 5 - S) + 1
   assert len(src) == 3 * per
   np.testing.assert_array_equal(src[per]["x"], subject_windows(subjects[1].timeseries, TR,
                                                                tau_s=TAU, num_segments=S)[0])
-  assert src[per]["subject"] == 1 and src[per]["label"] == pytest.approx(y[1])
-  assert src.arrays["label"].dtype == np.float32
-  listed = InMemorySource.from_subjects(subjects, [float(v) for v in y], tau_s=TAU, num_segments=S)
-  assert listed.arrays["label"].dtype == np.float32  # float64 Python floats -> float32
+  assert src[per]["subject"] == 1 and src[per]["start"] == 0
+  assert src[per]["label"] == pytest.approx(y[1])
+  assert src.arrays["label"].dtype == y.dtype
   with pytest.raises(DataError, match="labels must be 3 numbers"):
-    InMemorySource.from_subjects(subjects, ["a", "b", "c"], tau_s=TAU, num_segments=S)
+    window_arrays(subjects, tau_s=TAU, num_segments=S, labels=["a", "b", "c"])
+  batch = next(make_loader(src, global_batch_size=4, seed=0, process_index=0, process_count=1))
+  assert batch["x"].shape == (4, S, 6, 5) and batch["subject"].dtype == np.int32
 
 
 def test_loader_resume_gives_identical_batches(_indexed_source):
@@ -171,7 +172,8 @@ def test_loader_argument_errors(_indexed_source):
   with pytest.raises(DataError, match="fewer than one batch of 12"):
     make_loader(src, global_batch_size=12, process_index=0, process_count=1)
   with pytest.raises(DataError, match=r"no field\(s\) \['subject', 'label'\]"):
-    next(make_loader(src, global_batch_size=2, process_index=0, process_count=1))
+    next(make_loader(src, global_batch_size=2, process_index=0, process_count=1,
+                     fields=("x", "subject", "label")))
 
 
 def test_in_memory_and_generic_paths_agree(_indexed_source):

@@ -195,3 +195,13 @@ def test_bad_training_data_is_named():
     rc.linear_interp(visible_nan, mask)
   with pytest.raises(ValueError, match="lam"):
     rc.fit_ridge(x, -1.0)
+
+
+def test_random_mask_uses_the_models_count_rule():
+  """Halves round up as in the model (round-half-even would hide 46 of 93)."""
+  import jax
+  from jaxbrain.models.brainmae import num_masked, random_mask
+  m = rc.random_mask((2, 3, 93), 0.5, seed=0)
+  np.testing.assert_array_equal(m.sum(-1), 47)
+  assert num_masked(93, 0.5) == 47
+  np.testing.assert_array_equal(np.asarray(random_mask(jax.random.key(0), 2, 3, 93, 0.5)).sum(-1), 47)

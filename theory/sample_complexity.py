@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxtrain import mesh as mesh_lib
+
 from theory import dsd, gd, models
 
 NOT_REACHED = "not reached"
@@ -118,8 +120,7 @@ def compiled_curve(p: Problem, cfg: gd.GDConfig, n_grid: tuple[int, ...], num_se
   devices = jax.devices()
   num_devices = len(devices) if num_devices is None else min(num_devices, len(devices))
   ms, mg = mesh_shape(num_seeds, len(n_grid), num_devices)
-  mesh = jax.make_mesh((ms, mg), ("seeds", "grid"), devices=devices[:ms * mg],
-                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  mesh = mesh_lib.make_mesh({"shape": {"seeds": ms, "grid": mg}}, devices=devices[:ms * mg])
   s_seed = jax.sharding.NamedSharding(mesh, jax.P("seeds"))
   s_grid = jax.sharding.NamedSharding(mesh, jax.P("grid"))
   s_out = jax.sharding.NamedSharding(mesh, jax.P("seeds", "grid"))

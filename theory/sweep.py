@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from jaxtrain import config as config_lib
-from jaxtrain.metrics import Progress, write_json_atomic
+from jaxtrain.metrics import Progress, write_json_atomic, write_summary
 from theory import bounds, dsd, gd, models
 from theory import sample_complexity as sc
 
@@ -313,8 +313,7 @@ def run_sweep(cfg: ml_collections.ConfigDict, workdir: str,
   plot(os.path.join(workdir, "nstar.png"), cfg, ordered)
   summary = summarize(cfg, ordered, time.perf_counter() - t0,
                       {"cells_computed": len(todo), "cells_resumed": loaded})
-  write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-  return summary
+  return write_summary(workdir, **summary)
 
 
 def print_table(summary: dict[str, Any], stream=sys.stdout) -> None:
@@ -340,22 +339,21 @@ def print_table(summary: dict[str, Any], stream=sys.stdout) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  try:
-    cfg, flags = config_lib.parse_argv_config(argv)
-    unknown = set(flags) - {"workdir"}
-    if unknown or "workdir" not in flags:
-      raise config_lib.ConfigError(f"expected --workdir=DIR (unknown flags: {sorted(unknown)})")
-    validate(cfg)
-  except (config_lib.ConfigError, ValueError) as e:
-    sys.stderr.write(f"error: {e}\n")
-    return 2
-  workdir = flags["workdir"]
-  summary = run_sweep(cfg, workdir)
-  print_table(summary)
-  print(f"wall time {summary['wall_time_s']:.1f} s ({summary['cells_computed']} cells computed, "
-        f"{summary['cells_resumed']} resumed); plot {os.path.join(workdir, 'nstar.png')}")
-  return 0
+  """The command line (see the module docstring); returns the exit code."""
+  from jaxtrain import cli
+
+  def sweep(cfg: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    try:
+      validate(cfg)
+    except ValueError as e:  # a bad setting: one line, exit 2, before any work
+      raise config_lib.ConfigError(str(e)) from e
+    summary = run_sweep(cfg, workdir)
+    print_table(summary)
+    print(f"wall time {summary['wall_time_s']:.1f} s ({summary['cells_computed']} cells computed, "
+          f"{summary['cells_resumed']} resumed); plot {os.path.join(workdir, 'nstar.png')}")
+    return summary
+
+  return cli.run(sweep, argv=argv, prog="python -m theory.sweep", doc=__doc__)
 
 
 if __name__ == "__main__":

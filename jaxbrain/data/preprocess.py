@@ -1,7 +1,6 @@
-"""Preprocessing of [N_roi, T] series: z-scoring, band-pass, segments of tau seconds, windows.
+"""Preprocessing of [N_roi, T] series: z-scoring, band-pass, segments of tau seconds.
 
-A window is ``num_segments`` consecutive segments of ``seg_frames`` frames each, laid out as
-float32 [S, N, L] = (segments, ROIs, frames per segment), the encoder's input record.
+Windows are cut by ``jaxbrain.data.windows``.
 """
 from __future__ import annotations
 
@@ -67,67 +66,3 @@ def segment_frames(tau_s: float = DEFAULT_TAU_S, tr: float = 0.72) -> int:
     raise DataError(f"segment length tau_s={tau_s} and tr={tr} must be positive")
   return max(1, int(round(tau_s / tr)))
 
-
-def num_windows(num_frames: int, seg_frames: int, num_segments: int,
-                stride_segments: int = 1) -> int:
-  """Number of windows of ``num_segments`` segments, starting every ``stride_segments`` segments."""
-  if seg_frames < 1 or num_segments < 1 or stride_segments < 1:
-    raise DataError(f"seg_frames={seg_frames}, num_segments={num_segments} and "
-                    f"stride_segments={stride_segments} must all be >= 1")
-  span = seg_frames * num_segments
-  if num_frames < span:
-    return 0
-  return (num_frames - span) // (stride_segments * seg_frames) + 1
-
-
-def make_windows(x: np.ndarray, seg_frames: int, num_segments: int, stride_segments: int = 1, *,
-                 tr: float | None = None, source: str = "array") -> np.ndarray:
-  """Cuts [N, T] into windows float32 [W, S, N, L] with L = ``seg_frames``, S = ``num_segments``.
-
-  Window w, segment s holds frames ``(w * stride_segments + s) * L`` ... ``+ L``; trailing frames
-  that do not fill a window are dropped. Raises DataError if not even one window fits.
-  """
-  x = np.asarray(x, np.float32)
-  if x.ndim != 2:
-    raise DataError(f"{source}: expected [ROI, time], got shape {x.shape}")
-  n, t = x.shape
-  check_length(t, seg_frames, source, tr=tr, what="one segment")
-  w = num_windows(t, seg_frames, num_segments, stride_segments)
-  check_length(t, seg_frames * num_segments, source, tr=tr, what=f"one window of {num_segments} "
-               f"segments")
-  segs = x[:, : (t // seg_frames) * seg_frames].reshape(n, -1, seg_frames)  # [N, num_segs, L]
-  starts = np.arange(w)[:, None] * stride_segments + np.arange(num_segments)[None, :]  # [W, S]
-  return np.ascontiguousarray(segs[:, starts].transpose(1, 2, 0, 3))  # [W, S, N, L]
-
-
-def subject_windows(x: np.ndarray, tr: float, *, tau_s: float = DEFAULT_TAU_S,
-                    num_segments: int = 4, stride_segments: int = 1, standardize: bool = True,
-                    band_hz: tuple[float | None, float | None] | None = None,
-                    source: str = "array") -> np.ndarray:
-  """Preprocesses one [N, T] series and cuts it into windows float32 [W, S, N, L]."""
-  seg = segment_frames(tau_s, tr)
-  check_length(np.shape(x)[-1], seg, source, tr=tr, what=f"one segment (tau {tau_s} s)")
-  x = preprocess(x, tr, standardize=standardize, band_hz=band_hz, source=source)
-  return make_windows(x, seg, num_segments, stride_segments, tr=tr, source=source)
-
-
-def dynamic_fc(x: np.ndarray, window_frames: int, stride_frames: int = 1) -> np.ndarray:
-  """Sliding-window functional connectivity: Pearson correlations float32 [W, N, N].
-
-  Window w covers frames ``w * stride_frames`` ... ``+ window_frames``. A ROI that is constant
-  within a window gets correlation 0 with the others (and 1 on the diagonal).
-  """
-  x = np.asarray(x, np.float64)
-  n, t = x.shape
-  if window_frames < 2 or stride_frames < 1:
-    raise DataError(f"window_frames={window_frames} must be >= 2 and stride_frames="
-                    f"{stride_frames} >= 1")
-  check_length(t, window_frames, "array", what="one FC window")
-  starts = np.arange(0, t - window_frames + 1, stride_frames)
-  win = np.stack([x[:, s:s + window_frames] for s in starts])  # [W, N, L]
-  win = win - win.mean(-1, keepdims=True)
-  norm = np.sqrt((win ** 2).sum(-1, keepdims=True))
-  win = np.divide(win, norm, out=np.zeros_like(win), where=norm > 0)
-  fc = win @ win.transpose(0, 2, 1)
-  fc[:, np.arange(n), np.arange(n)] = 1.0
-  return fc.astype(np.float32)

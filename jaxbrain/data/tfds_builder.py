@@ -26,10 +26,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxbrain.data import hcp
-from jaxbrain.data.preprocess import DEFAULT_TAU_S, num_windows, segment_frames, subject_windows
+from jaxbrain.data.preprocess import DEFAULT_TAU_S, segment_frames
 from jaxbrain.data.sources import Subject, load_subjects, read_labels
 from jaxbrain.data.splits import split_subjects
 from jaxbrain.data.validation import DataError, check_length
+from jaxbrain.data.windows import subject_windows
 
 BUILTIN_HCP = "builtin:hcp"
 
@@ -84,11 +85,12 @@ def prepare(cfg: FmriWindowsConfig) -> _Prepared:
     raise DataError(f"subjects have different TRs {sorted(trs)}; build one dataset per TR")
   tr = trs.pop()
   seg = segment_frames(cfg.tau_s, tr)
+  if not isinstance(cfg.stride_segments, int) or cfg.stride_segments < 1:
+    raise DataError(f"stride_segments={cfg.stride_segments!r}: expected a positive integer")
   for s in subjects:
     check_length(s.num_frames, seg, s.source, tr=tr, what=f"one segment (tau {cfg.tau_s} s)")
-    if num_windows(s.num_frames, seg, cfg.num_segments, cfg.stride_segments) == 0:
-      check_length(s.num_frames, seg * cfg.num_segments, s.source, tr=tr,
-                   what=f"one window of {cfg.num_segments} segments")
+    check_length(s.num_frames, seg * cfg.num_segments, s.source, tr=tr,
+                 what=f"one window of {cfg.num_segments} segments")
   ids = [s.id for s in subjects]
   classes = None
   if cfg.label_column is not None:
@@ -162,8 +164,8 @@ class FmriWindows(tfds.core.GeneratorBasedBuilder):
     for sid in subject_ids:
       s = p.subjects[sid]
       windows = subject_windows(s.timeseries, s.tr, tau_s=cfg.tau_s, num_segments=cfg.num_segments,
-                                stride_segments=cfg.stride_segments, standardize=cfg.standardize,
-                                band_hz=cfg.band_hz, source=s.source)
+                                stride_frames=cfg.stride_segments * p.seg_frames,
+                                standardize=cfg.standardize, band_hz=cfg.band_hz, source=s.source)
       for j, w in enumerate(windows):
         yield f"{sid}/{j:06d}", {"x": w, "subject": p.index[sid], "label": p.labels[sid],
                                  "subject_id": sid}

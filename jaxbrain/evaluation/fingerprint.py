@@ -11,21 +11,14 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-
-def _standardise(name: str, e: np.ndarray) -> np.ndarray:
-  """Rows centred and scaled to unit norm, so that a dot product is a Pearson correlation."""
-  c = e - e.mean(axis=1, keepdims=True)
-  norm = np.linalg.norm(c, axis=1, keepdims=True)
-  if np.any(norm == 0):
-    raise ValueError(f"{name}: {int(np.sum(norm == 0))} embedding(s) are constant; Pearson r is undefined")
-  return c / norm
+from jaxbrain.data.connectivity import correlation
 
 
-def correlation_matrix(a: ArrayLike, b: ArrayLike, names: tuple[str, str] = ("a", "b")) -> np.ndarray:
-  """Pearson r between every row of a [n, D] and every row of b [m, D] -> [n, m]."""
-  a = _standardise(names[0], np.asarray(a, np.float64))
-  b = _standardise(names[1], np.asarray(b, np.float64))
-  return np.clip(a @ b.T, -1.0, 1.0)
+def _check_varies(name: str, e: np.ndarray) -> None:
+  """Raises ValueError if a row of e is constant (its Pearson r is undefined)."""
+  const = np.ptp(e, axis=1) == 0
+  if const.any():
+    raise ValueError(f"{name}: {int(const.sum())} embedding(s) are constant; Pearson r is undefined")
 
 
 def fingerprint(embeddings: ArrayLike, subjects: ArrayLike, parts: ArrayLike,
@@ -79,7 +72,9 @@ def fingerprint(embeddings: ArrayLike, subjects: ArrayLike, parts: ArrayLike,
     present = np.unique(q_sub)
     queries = np.stack([queries[q_sub == k].mean(axis=0) for k in present])
     q_sub = present
-  r = correlation_matrix(queries, gallery, ("query embeddings", "gallery embeddings"))  # [q, g]
+  _check_varies("query embeddings", queries)
+  _check_varies("gallery embeddings", gallery)
+  r = np.clip(correlation(queries, gallery), -1.0, 1.0)  # [q, g], float64
   pred = g_sub[np.argmax(r, axis=1)]
   confusion = np.zeros((len(ids), len(ids)), np.int64)
   np.add.at(confusion, (q_sub, pred), 1)
@@ -93,17 +88,3 @@ def fingerprint(embeddings: ArrayLike, subjects: ArrayLike, parts: ArrayLike,
       "true": ids[q_sub].tolist(),
   }
 
-
-def split_parts(subjects: ArrayLike, n_parts: int = 2) -> np.ndarray:
-  """Part tag per window: each subject's windows, in their given (time) order, cut into
-  ``n_parts`` contiguous parts of near-equal size (0 = first part)."""
-  subjects = np.asarray(subjects)
-  if subjects.ndim != 1:
-    raise ValueError(f"subjects: expected a 1-D array, got shape {subjects.shape}")
-  parts = np.zeros(subjects.shape[0], np.int64)
-  for s in np.unique(subjects):
-    rows = np.nonzero(subjects == s)[0]
-    if rows.size < n_parts:
-      raise ValueError(f"subjects: subject {s!r} has {rows.size} windows, fewer than n_parts={n_parts}")
-    parts[rows] = np.arange(rows.size) * n_parts // rows.size
-  return parts

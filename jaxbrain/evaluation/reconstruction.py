@@ -21,6 +21,8 @@ import dataclasses
 import numpy as np
 from numpy.typing import ArrayLike
 
+from jaxbrain.data.masking import num_masked
+
 DEFAULT_LAMS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
 
 
@@ -69,12 +71,13 @@ def masked_mse(recon: ArrayLike, x: ArrayLike, mask: ArrayLike) -> float:
 
 
 def random_mask(shape: tuple[int, int, int], ratio: float, seed: int = 0) -> np.ndarray:
-  """Segment-wise ROI mask bool [W, S, N]: in every segment round(ratio * N) random ROIs are hidden."""
+  """Segment-wise ROI mask bool [W, S, N]: in every segment ``num_masked(N, ratio)`` random ROIs are
+  hidden (the model's rule: round(ratio * N), halves up), kept within [1, N - 1] so that a masked
+  score exists and something stays visible."""
   w, s, n = shape
   if not 0.0 < ratio < 1.0:
     raise ValueError(f"ratio: expected a value in (0, 1), got {ratio}")
-  k = int(round(ratio * n))
-  k = min(max(k, 1), n - 1) if n > 1 else 1
+  k = min(max(num_masked(n, ratio), 1), n - 1) if n > 1 else 1
   rng = np.random.default_rng(seed)
   order = np.argsort(rng.random((w, s, n)), axis=-1)
   mask = np.zeros((w, s, n), bool)

@@ -1,12 +1,33 @@
-"""Models for fMRI: BrainMAE."""
+"""Models for fMRI: BrainMAE (``brainmae``) and its generic layers (``layers``).
+
+A model family is a module with ``build(model_cfg, *, rngs)`` (the pretraining model),
+``pretrain_loss(model, batch, rng, step)`` (the engine's loss contract) and
+``build_for_prediction(model_cfg, num_outputs, *, rngs)`` (the encoder, as ``.encoder``, plus a
+head), registered in ``MODELS`` under ``config.model.name``.
+"""
+from types import ModuleType
+
+import ml_collections
+
+from jaxtrain.errors import ConfigError
 from jaxbrain.models.brainmae import (  # noqa: F401
     LOGICAL_AXES,
     BrainMAE,
     BrainMAEForPrediction,
-    BrainMAEHead,
     default_model_config,
     masked_mse,
     num_masked,
     pretrain_loss,
     random_mask,
 )
+from jaxbrain.models import brainmae
+
+MODELS: dict[str, ModuleType] = {"brainmae": brainmae}
+
+
+def family(model_cfg: ml_collections.ConfigDict) -> ModuleType:
+  """The model family named by ``config.model.name``."""
+  name = model_cfg.get("name", "brainmae")
+  if name not in MODELS:
+    raise ConfigError(f"config.model.name={name!r}; expected one of {sorted(MODELS)}")
+  return MODELS[name]

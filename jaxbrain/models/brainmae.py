@@ -14,31 +14,46 @@ Pipeline:
   Extension beyond the paper (``roi_temporal``, on by default): per-ROI attention across segments in
   the encoder (visible keys only) and/or the decoder, with a learned relative-segment bias.
 
+Dropout (``config.model.dropout``) uses ``nnx.Dropout``: ``model.train()`` turns it on (the default
+of a new model), ``model.eval()`` off. The model stores no random state: in train mode with a
+positive rate, forward calls need ``rngs=nnx.Rngs(dropout=key)``.
+
 Parameters carry logical axis names (``out_sharding`` metadata, no eager sharding) from
-``LOGICAL_AXES``; the engine maps them to mesh axes with its rules.
+``LOGICAL_AXES``; the engine maps them to mesh axes with its rules. Generic layers live in
+``jaxbrain.models.layers``.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
+
+from jaxbrain.data.masking import num_masked
+from jaxbrain.models.layers import (NEG, AttentionBlock, Dense, LayerNorm, Mlp, SelfAttention,
+                                    embed_init, heads_init, masked_softmax, out_init, param,
+                                    project, sinusoidal_embedding, unproject, zeros)
+from jaxtrain.errors import ConfigError
 
 Array = jax.Array
 
+__all__ = [
+    "LOGICAL_AXES", "BrainMAE", "BrainMAEForPrediction", "GraphAttention", "GraphBlock",
+    "RoiTemporalBlock", "default_model_config", "masked_mse", "num_masked", "pretrain_loss",
+    "random_mask", "sinusoidal_embedding",
+]
+
 # Logical axis names used by the parameters of this module.
 LOGICAL_AXES = ("embed", "mlp", "heads", "kv", "roi", "seg", "seg_len", "vocab")
-
-_NEG = -1e9  # finite "minus infinity" for masked logits (keeps fully masked rows NaN-free)
 
 
 def default_model_config() -> ml_collections.ConfigDict:
   """Model section of a training config (``config.model``) with the defaults."""
   c = ml_collections.ConfigDict()
+  c.name = "brainmae"       # the model family (jaxbrain.models.MODELS)
   c.num_rois = 100          # N (Schaefer-100 in the paper)
   c.seg_len = 21            # L frames per segment (15 s at TR 0.72 s)
   c.num_segments = 8        # S, the maximum number of segments per window (temporal positions)
@@ -68,7 +83,7 @@ def default_model_config() -> ml_collections.ConfigDict:
 
 def _check_config(c: ml_collections.ConfigDict) -> None:
   def bad(field: str, what: str):
-    raise ValueError(f"config.model.{field}={c[field]!r}: expected {what}")
+    raise ConfigError(f"config.model.{field}={c[field]!r}: expected {what}")
   for f in ("num_rois", "seg_len", "num_segments", "embed_dim", "num_heads", "tse_depth",
             "decoder_dim", "decoder_depth", "decoder_heads"):
     if not isinstance(c[f], int) or c[f] < 1:
@@ -101,13 +116,8 @@ def _check_config(c: ml_collections.ConfigDict) -> None:
 # Masking and loss
 # ----------------------------------------------------------------------------------------------
 
-def num_masked(num_rois: int, mask_ratio: float) -> int:
-  """Masked ROIs per segment: round(mask_ratio * num_rois), halves rounded up."""
-  return int(math.floor(float(mask_ratio) * num_rois + 0.5))
-
-
 def random_mask(rng: Array, batch: int, num_segments: int, num_rois: int, mask_ratio: float) -> Array:
-  """Segment-wise ROI mask, bool [batch, S, N], True = masked; exactly round(ratio*N) per segment."""
+  """Segment-wise ROI mask, bool [batch, S, N], True = masked; num_masked(N, ratio) per segment."""
   k = num_masked(num_rois, mask_ratio)
   if not 0 <= k < num_rois:
     raise ValueError(f"mask_ratio={mask_ratio!r} masks {k} of {num_rois} ROIs; "
@@ -126,19 +136,21 @@ def masked_mse(recon: Array, x: Array, mask: Array | None) -> Array:
   return jnp.sum(err * w) / jnp.maximum(jnp.sum(w) * x.shape[-1], 1.0)
 
 
-def pretrain_loss(model: "BrainMAE", batch: dict, rng: Array, *, train: bool = True
+def pretrain_loss(model: "BrainMAE", batch: dict, rng: Array, step: Array | int
                   ) -> tuple[Array, dict]:
-  """Masked-reconstruction loss, ``loss_fn(model, batch, rng)`` for the engine.
+  """Masked-reconstruction loss, the engine's ``loss_fn(model, batch, rng, step)``.
 
-  The mask and the dropout keys both come from ``rng``; ``train=False`` turns dropout off (eval).
-  With mask_ratio = 0 (the plain autoencoder ablation) the loss covers every cell.
+  ``rng`` (this step's key) is split into the mask key and the dropout key; ``step`` is unused.
+  Dropout follows the model's mode (``model.train()`` / ``model.eval()``). With mask_ratio = 0
+  (the plain autoencoder ablation) the loss covers every cell.
   """
+  del step
   x = batch["x"]
   b, s, n, _ = x.shape
   mask_rng, drop_rng = jax.random.split(rng)
   ratio = model.config.mask_ratio
   mask = random_mask(mask_rng, b, s, n, ratio)
-  recon = model(x, mask, deterministic=not train or model.config.dropout == 0.0, rng=drop_rng)
+  recon = model(x, mask, rngs=nnx.Rngs(dropout=drop_rng))
   loss = masked_mse(recon, x, mask if num_masked(n, ratio) > 0 else None)
   metrics = {"loss": loss, "mask_fraction": jnp.mean(mask.astype(jnp.float32))}
   if num_masked(n, ratio) > 0:
@@ -147,103 +159,8 @@ def pretrain_loss(model: "BrainMAE", batch: dict, rng: Array, *, train: bool = T
 
 
 # ----------------------------------------------------------------------------------------------
-# Building blocks
+# BrainMAE blocks
 # ----------------------------------------------------------------------------------------------
-
-def _param(rngs: nnx.Rngs, init: Callable, shape: tuple, names: tuple) -> nnx.Param:
-  return nnx.Param(init(rngs.params(), shape, jnp.float32), out_sharding=names, eager_sharding=False)
-
-
-_kernel_init = nnx.initializers.xavier_uniform()
-_embed_init = nnx.initializers.truncated_normal(0.02)
-_zeros = nnx.initializers.zeros_init()
-_ones = nnx.initializers.ones_init()
-
-
-class _Dropper:
-  """Dropout with explicit keys: each call folds a fresh counter into the key (trace-time)."""
-
-  def __init__(self, rate: float, rng: Array | None, deterministic: bool):
-    self.rate = rate
-    self.rng = rng
-    self.active = (not deterministic) and rate > 0.0
-    if self.active and rng is None:
-      raise ValueError("dropout > 0 with deterministic=False needs rng=")
-    self.count = 0
-
-  def __call__(self, x: Array) -> Array:
-    if not self.active:
-      return x
-    self.count += 1
-    keep = jax.random.bernoulli(jax.random.fold_in(self.rng, self.count), 1.0 - self.rate, x.shape)
-    return jnp.where(keep, x / (1.0 - self.rate), jnp.zeros_like(x))
-
-
-_NO_DROP = _Dropper(0.0, None, True)
-
-
-class Dense(nnx.Module):
-  """y = x W + b with logical axis names on W and b."""
-
-  def __init__(self, din: int, dout: int, names: tuple, *, rngs: nnx.Rngs, dtype: Any = jnp.float32,
-               use_bias: bool = True, kernel_init: Callable = _kernel_init):
-    self.kernel = _param(rngs, kernel_init, (din, dout), names)
-    self.bias = _param(rngs, _zeros, (dout,), (names[1],)) if use_bias else None
-    self.dtype = dtype
-
-  def __call__(self, x: Array) -> Array:
-    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
-    if self.bias is not None:
-      y = y + self.bias[...].astype(self.dtype)
-    return y
-
-
-class LayerNorm(nnx.Module):
-  """LayerNorm over the last axis, statistics in float32."""
-
-  def __init__(self, dim: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32, eps: float = 1e-6):
-    self.scale = _param(rngs, _ones, (dim,), ("embed",))
-    self.bias = _param(rngs, _zeros, (dim,), ("embed",))
-    self.dtype = dtype
-    self.eps = eps
-
-  def __call__(self, x: Array) -> Array:
-    x32 = x.astype(jnp.float32)
-    mu = jnp.mean(x32, -1, keepdims=True)
-    var = jnp.mean(jnp.square(x32 - mu), -1, keepdims=True)
-    y = (x32 - mu) * jax.lax.rsqrt(var + self.eps) * self.scale[...] + self.bias[...]
-    return y.astype(self.dtype)
-
-
-class Mlp(nnx.Module):
-  def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, dtype: Any):
-    self.fc1 = Dense(dim, hidden, ("embed", "mlp"), rngs=rngs, dtype=dtype)
-    self.fc2 = Dense(hidden, dim, ("mlp", "embed"), rngs=rngs, dtype=dtype)
-
-  def __call__(self, x: Array, drop: _Dropper = _NO_DROP) -> Array:
-    return drop(self.fc2(drop(jax.nn.gelu(self.fc1(x)))))
-
-
-def _masked_softmax(logits: Array, key_valid: Array | None) -> Array:
-  """softmax over the last axis restricted to valid keys; rows without a valid key are all zero."""
-  logits = logits.astype(jnp.float32)
-  if key_valid is None:
-    return jax.nn.softmax(logits, axis=-1)
-  p = jax.nn.softmax(jnp.where(key_valid, logits, _NEG), axis=-1)
-  return p * key_valid
-
-
-def _project(x: Array, w: Array) -> Array:
-  """x [..., din] @ w [din, *out] -> [..., *out], as one 2-D matmul."""
-  out = w.shape[1:]
-  return jnp.dot(x, w.reshape(w.shape[0], -1)).reshape(x.shape[:-1] + out)
-
-
-def _unproject(x: Array, w: Array) -> Array:
-  """x [..., H, dh] contracted with w [H, dh, dout] -> [..., dout], as one 2-D matmul."""
-  hk = w.shape[0] * w.shape[1]
-  return jnp.dot(x.reshape(x.shape[:-2] + (hk,)), w.reshape(hk, w.shape[2]))
-
 
 class GraphAttention(nnx.Module):
   """Region-aware graph attention over the N ROI tokens of each segment.
@@ -258,23 +175,18 @@ class GraphAttention(nnx.Module):
                self_loops: bool, rngs: nnx.Rngs, dtype: Any = jnp.float32):
     dh = dim // num_heads
     qk_in = emb_dim if embedding_attention else dim
-    shape3 = lambda din: (din, num_heads, dh)  # noqa: E731
-    init3 = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0,
-                                              out_axis=(1, 2))
-    self.wq = _param(rngs, init3, shape3(qk_in), ("embed", "heads", "kv"))
-    self.wk = _param(rngs, init3, shape3(qk_in), ("embed", "heads", "kv"))
-    self.wv = _param(rngs, init3, shape3(dim), ("embed", "heads", "kv"))
-    init_o = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1),
-                                               out_axis=2)
-    self.wo = _param(rngs, init_o, (num_heads, dh, dim), ("heads", "kv", "embed"))
-    self.bo = _param(rngs, _zeros, (dim,), ("embed",))
+    self.wq = param(rngs, heads_init, (qk_in, num_heads, dh), ("embed", "heads", "kv"))
+    self.wk = param(rngs, heads_init, (qk_in, num_heads, dh), ("embed", "heads", "kv"))
+    self.wv = param(rngs, heads_init, (dim, num_heads, dh), ("embed", "heads", "kv"))
+    self.wo = param(rngs, out_init, (num_heads, dh, dim), ("heads", "kv", "embed"))
+    self.bo = param(rngs, zeros, (dim,), ("embed",))
     self.num_heads, self.head_dim = num_heads, dh
     self.embedding_attention = embedding_attention
     self.self_loops = self_loops
     self.dtype = dtype
 
   def _logits(self, src: Array) -> Array:
-    """src [..., N, din] -> logits [..., H, N, N] (diagonal -> _NEG unless self_loops)."""
+    """src [..., N, din] -> logits [..., H, N, N] (diagonal -> NEG unless self_loops)."""
     dt = self.dtype
     q = jnp.einsum("...nd,dhk->...hnk", src.astype(dt), self.wq[...].astype(dt))
     k = jnp.einsum("...nd,dhk->...hnk", src.astype(dt), self.wk[...].astype(dt))
@@ -282,7 +194,7 @@ class GraphAttention(nnx.Module):
                         preferred_element_type=jnp.float32) / math.sqrt(self.head_dim)
     if not self.self_loops:
       n = src.shape[-2]
-      logits = jnp.where(jnp.eye(n, dtype=bool), _NEG, logits)
+      logits = jnp.where(jnp.eye(n, dtype=bool), NEG, logits)
     return logits
 
   def base_weights(self, emb: Array) -> Array:
@@ -296,12 +208,12 @@ class GraphAttention(nnx.Module):
     else:
       logits = self._logits(h)
     valid = None if visible is None else visible[:, :, None, None, :]
-    return _masked_softmax(logits, valid)
+    return masked_softmax(logits, valid)
 
   def __call__(self, h: Array, emb: Array, visible: Array | None) -> Array:
     """h [B, S, N, dim] tokens, emb [N, emb_dim], visible bool [B, S, N] or None -> [B, S, N, dim]."""
     dt = self.dtype
-    v = _project(h.astype(dt), self.wv[...].astype(dt))  # [B, S, N, H, dh]
+    v = project(h.astype(dt), self.wv[...].astype(dt))  # [B, S, N, H, dh]
     if self.embedding_attention:
       # Shared [H, N, N] weights: renormalising over visible keys equals masking the softmax, so
       # one big matmul A @ (vis * v) and a normaliser A @ vis replace per-segment softmaxes.
@@ -318,81 +230,26 @@ class GraphAttention(nnx.Module):
     else:
       p = self.weights(h, emb, visible)
       out = jnp.einsum("bshnm,bsmhk->bsnhk", p.astype(dt), v)
-    return _unproject(out, self.wo[...].astype(dt)) + self.bo[...].astype(dt)
-
-
-class SelfAttention(nnx.Module):
-  """Multi-head self-attention over axis -2 of [..., T, dim] with an optional key mask [..., T]."""
-
-  def __init__(self, dim: int, num_heads: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
-    dh = dim // num_heads
-    init3 = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=0,
-                                              out_axis=(1, 2))
-    self.wqkv = _param(rngs, init3, (dim, 3, num_heads, dh), ("embed", None, "heads", "kv"))
-    init_o = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=(0, 1),
-                                               out_axis=2)
-    self.wo = _param(rngs, init_o, (num_heads, dh, dim), ("heads", "kv", "embed"))
-    self.bo = _param(rngs, _zeros, (dim,), ("embed",))
-    self.head_dim = dh
-    self.dtype = dtype
-
-  def __call__(self, h: Array, key_valid: Array | None = None, bias: Array | None = None,
-               axis: int = -2) -> Array:
-    """Attention along token axis ``axis`` of h [..., dim] (the other token axes are batch axes).
-
-    ``key_valid`` (shape h.shape[:-1]) restricts the keys; ``bias`` [H, T, T] is added to the logits.
-    Projections are plain matmuls over the flattened tokens and the attention contracts in the
-    tokens' own layout, so no axis is transposed (attention across segments stays cheap on CPU).
-    """
-    dt = self.dtype
-    rank = h.ndim - 1
-    ax = axis % h.ndim
-    if ax >= rank:
-      raise ValueError(f"axis={axis} is the feature axis of a rank-{h.ndim} input")
-    qkv = _project(h.astype(dt), self.wqkv[...].astype(dt))  # [..., 3, H, dh]
-    q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
-    tok = "abcdefgij"[:rank]
-    t = tok[ax]
-    key = tok.replace(t, "z")
-    batch = tok.replace(t, "")
-    logits = jnp.einsum(f"{tok}hk,{key}hk->{batch}h{t}z", q, k,
-                        preferred_element_type=jnp.float32) / math.sqrt(self.head_dim)
-    if bias is not None:
-      logits = logits + bias.astype(jnp.float32)
-    valid = None if key_valid is None else jnp.moveaxis(key_valid, ax, -1)[..., None, None, :]
-    p = _masked_softmax(logits, valid).astype(dt)
-    out = jnp.einsum(f"{batch}h{t}z,{key}hk->{tok}hk", p, v)
-    return _unproject(out, self.wo[...].astype(dt)) + self.bo[...].astype(dt)
+    return unproject(out, self.wo[...].astype(dt)) + self.bo[...].astype(dt)
 
 
 class GraphBlock(nnx.Module):
-  """Pre-LN block: h + GraphAttention(LN h); h + MLP(LN h)."""
+  """Pre-LN block: h + drop(GraphAttention(LN h)); h + MLP(LN h)."""
 
   def __init__(self, dim: int, emb_dim: int, num_heads: int, mlp_ratio: float, *,
-               embedding_attention: bool, self_loops: bool, rngs: nnx.Rngs, dtype: Any):
+               embedding_attention: bool, self_loops: bool, rngs: nnx.Rngs, dtype: Any,
+               dropout: float = 0.0):
     self.norm1 = LayerNorm(dim, rngs=rngs, dtype=dtype)
     self.attn = GraphAttention(dim, emb_dim, num_heads, embedding_attention=embedding_attention,
                                self_loops=self_loops, rngs=rngs, dtype=dtype)
     self.norm2 = LayerNorm(dim, rngs=rngs, dtype=dtype)
-    self.mlp = Mlp(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype)
+    self.mlp = Mlp(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype, dropout=dropout)
+    self.drop_attn = nnx.Dropout(dropout)
 
-  def __call__(self, h: Array, emb: Array, visible: Array | None, drop: _Dropper = _NO_DROP) -> Array:
-    h = h + drop(self.attn(self.norm1(h), emb, visible))
-    return h + self.mlp(self.norm2(h), drop)
-
-
-class AttentionBlock(nnx.Module):
-  """Pre-LN transformer block (self-attention over axis -2)."""
-
-  def __init__(self, dim: int, num_heads: int, mlp_ratio: float, *, rngs: nnx.Rngs, dtype: Any):
-    self.norm1 = LayerNorm(dim, rngs=rngs, dtype=dtype)
-    self.attn = SelfAttention(dim, num_heads, rngs=rngs, dtype=dtype)
-    self.norm2 = LayerNorm(dim, rngs=rngs, dtype=dtype)
-    self.mlp = Mlp(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype)
-
-  def __call__(self, h: Array, key_valid: Array | None = None, drop: _Dropper = _NO_DROP) -> Array:
-    h = h + drop(self.attn(self.norm1(h), key_valid))
-    return h + self.mlp(self.norm2(h), drop)
+  def __call__(self, h: Array, emb: Array, visible: Array | None, *,
+               rngs: nnx.Rngs | None = None) -> Array:
+    h = h + self.drop_attn(self.attn(self.norm1(h), emb, visible), rngs=rngs)
+    return h + self.mlp(self.norm2(h), rngs=rngs)
 
 
 class RoiTemporalBlock(nnx.Module):
@@ -403,35 +260,26 @@ class RoiTemporalBlock(nnx.Module):
   """
 
   def __init__(self, dim: int, num_heads: int, mlp_ratio: float, num_segments: int, *,
-               rngs: nnx.Rngs, dtype: Any):
+               rngs: nnx.Rngs, dtype: Any, dropout: float = 0.0):
     self.norm1 = LayerNorm(dim, rngs=rngs, dtype=dtype)
     self.attn = SelfAttention(dim, num_heads, rngs=rngs, dtype=dtype)
-    self.seg_bias = _param(rngs, _zeros, (num_heads, num_segments, num_segments),
-                           ("heads", "seg", None))
+    self.seg_bias = param(rngs, zeros, (num_heads, num_segments, num_segments),
+                          ("heads", "seg", None))
     self.norm2 = LayerNorm(dim, rngs=rngs, dtype=dtype)
-    self.mlp = Mlp(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype)
+    self.mlp = Mlp(dim, int(dim * mlp_ratio), rngs=rngs, dtype=dtype, dropout=dropout)
+    self.drop_attn = nnx.Dropout(dropout)
 
-  def __call__(self, h: Array, key_valid: Array | None = None, drop: _Dropper = _NO_DROP) -> Array:
+  def __call__(self, h: Array, key_valid: Array | None = None, *,
+               rngs: nnx.Rngs | None = None) -> Array:
     """h [B, S, N, dim] -> [B, S, N, dim]."""
     s = h.shape[1]
     a = self.attn(self.norm1(h), key_valid, bias=self.seg_bias[:, :s, :s], axis=1)
-    h = h + drop(a)
-    return h + self.mlp(self.norm2(h), drop)
-
-
-def sinusoidal_embedding(n: int, dim: int) -> np.ndarray:
-  """Fixed sin/cos positional embeddings [n, dim] (Vaswani et al.)."""
-  pos = np.arange(n, dtype=np.float64)[:, None]
-  i = np.arange((dim + 1) // 2, dtype=np.float64)[None, :]
-  ang = pos / np.power(10000.0, 2.0 * i / dim)
-  out = np.zeros((n, dim), np.float64)
-  out[:, 0::2] = np.sin(ang)[:, : (dim + 1) // 2]
-  out[:, 1::2] = np.cos(ang)[:, : dim // 2]
-  return out.astype(np.float32)
+    h = h + self.drop_attn(a, rngs=rngs)
+    return h + self.mlp(self.norm2(h), rngs=rngs)
 
 
 # ----------------------------------------------------------------------------------------------
-# The model
+# The models
 # ----------------------------------------------------------------------------------------------
 
 def _model_section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -447,35 +295,39 @@ class BrainMAE(nnx.Module):
     self.config = ml_collections.FrozenConfigDict(c)
     dt = jnp.dtype(c.dtype)
     self.dtype = dt
-    d, n, dd = c.embed_dim, c.num_rois, c.decoder_dim
+    d, n, dd, p = c.embed_dim, c.num_rois, c.decoder_dim, float(c.dropout)
     self.token_proj = Dense(c.seg_len, d, ("seg_len", "embed"), rngs=rngs, dtype=dt)
-    self.mask_token = _param(rngs, _embed_init, (d,), ("embed",))
+    self.mask_token = param(rngs, embed_init, (d,), ("embed",))
     if c.roi_embedding == "learned":
-      self.roi_embed = _param(rngs, _embed_init, (n, d), ("roi", "embed"))
+      self.roi_embed = param(rngs, embed_init, (n, d), ("roi", "embed"))
     else:
       self.roi_embed = None
-    ga = dict(embedding_attention=c.embedding_attention, self_loops=c.self_loops, rngs=rngs, dtype=dt)
+    ga = dict(embedding_attention=c.embedding_attention, self_loops=c.self_loops, rngs=rngs,
+              dtype=dt, dropout=p)
     if c.tse == "sg":
       self.sa_blocks = nnx.List([])
       self.ga_blocks = nnx.List([GraphBlock(d, d, c.num_heads, c.mlp_ratio, **ga)
                                  for _ in range(c.tse_depth)])
     else:  # AG-TSE: self-attention blocks over ROI tokens, then one graph-attention block
-      self.sa_blocks = nnx.List([AttentionBlock(d, c.num_heads, c.mlp_ratio, rngs=rngs, dtype=dt)
+      self.sa_blocks = nnx.List([AttentionBlock(d, c.num_heads, c.mlp_ratio, rngs=rngs, dtype=dt,
+                                                dropout=p)
                                  for _ in range(max(c.tse_depth - 1, 0))])
       self.ga_blocks = nnx.List([GraphBlock(d, d, c.num_heads, c.mlp_ratio, **ga)])
     enc_t = c.roi_temporal in ("encoder", "both")
     dec_t = c.roi_temporal in ("decoder", "both")
     self.enc_temporal = nnx.List([RoiTemporalBlock(d, c.num_heads, c.mlp_ratio, c.num_segments,
-                                                   rngs=rngs, dtype=dt)] if enc_t else [])
+                                                   rngs=rngs, dtype=dt, dropout=p)]
+                                 if enc_t else [])
     self.tse_norm = LayerNorm(d, rngs=rngs, dtype=dt)
     if c.pooling == "attention":
-      self.pool_query = _param(rngs, _embed_init, (d,), ("embed",))
+      self.pool_query = param(rngs, embed_init, (d,), ("embed",))
       self.pool_key = Dense(d, d, ("embed", None), rngs=rngs, dtype=dt)
     else:
       self.pool_query = None
       self.pool_key = None
-    self.seg_pos = _param(rngs, _embed_init, (c.num_segments, d), ("seg", "embed"))
-    self.temporal = nnx.List([AttentionBlock(d, c.num_heads, c.mlp_ratio, rngs=rngs, dtype=dt)
+    self.seg_pos = param(rngs, embed_init, (c.num_segments, d), ("seg", "embed"))
+    self.temporal = nnx.List([AttentionBlock(d, c.num_heads, c.mlp_ratio, rngs=rngs, dtype=dt,
+                                             dropout=p)
                               for _ in range(c.encoder_depth)])
     self.enc_norm = LayerNorm(d, rngs=rngs, dtype=dt)
     # Decoder.
@@ -483,11 +335,15 @@ class BrainMAE(nnx.Module):
     self.dec_state = Dense(d, dd, ("embed", None), rngs=rngs, dtype=dt, use_bias=False)
     self.dec_roi = Dense(d, dd, ("embed", None), rngs=rngs, dtype=dt, use_bias=False)
     self.dec_temporal = nnx.List([RoiTemporalBlock(dd, c.decoder_heads, c.mlp_ratio, c.num_segments,
-                                                   rngs=rngs, dtype=dt)] if dec_t else [])
+                                                   rngs=rngs, dtype=dt, dropout=p)]
+                                 if dec_t else [])
     self.dec_blocks = nnx.List([GraphBlock(dd, d, c.decoder_heads, c.mlp_ratio, **ga)
                                 for _ in range(c.decoder_depth)])
     self.dec_norm = LayerNorm(dd, rngs=rngs, dtype=dt)
     self.dec_out = Dense(dd, c.seg_len, ("embed", "seg_len"), rngs=rngs, dtype=dt)
+    # Dropout on the input tokens and on the segment states (the blocks hold their own).
+    self.drop_tokens = nnx.Dropout(p)
+    self.drop_segments = nnx.Dropout(p)
 
   # -- embeddings and interpretability ------------------------------------------------------------
   def roi_embeddings(self) -> Array:
@@ -512,7 +368,7 @@ class BrainMAE(nnx.Module):
     return jnp.mean(attn.base_weights(self.roi_embeddings()), axis=0)
 
   # -- forward ----------------------------------------------------------------------------------
-  def _check_input(self, x: Array, mask: Array | None) -> None:
+  def _check_input(self, x: Array, mask: Array | None, rngs: nnx.Rngs | None) -> None:
     c = self.config
     if x.ndim != 4 or x.shape[2] != c.num_rois or x.shape[3] != c.seg_len:
       raise ValueError(f"BrainMAE input x has shape {tuple(x.shape)}; expected [B, S, N={c.num_rois}, "
@@ -522,78 +378,78 @@ class BrainMAE(nnx.Module):
                        f"{c.num_segments} is the maximum")
     if mask is not None and tuple(mask.shape) != tuple(x.shape[:3]):
       raise ValueError(f"mask has shape {tuple(mask.shape)}; expected {tuple(x.shape[:3])} (B, S, N)")
+    if rngs is None and c.dropout > 0 and not self.drop_tokens.deterministic:
+      raise ValueError(f"BrainMAE in train mode with config.model.dropout={c.dropout} needs "
+                       "rngs=nnx.Rngs(dropout=key); call model.eval() for deterministic outputs")
 
-  def _encode(self, x: Array, mask: Array | None, drop: _Dropper) -> dict:
+  def _encode(self, x: Array, mask: Array | None, rngs: nnx.Rngs | None) -> dict:
     dt = self.dtype
     emb = self.roi_embeddings()
     h = self.token_proj(x)
     if mask is not None:
       h = jnp.where(mask[..., None], self.mask_token[...].astype(dt), h)
-    h = drop(h + emb.astype(dt))
+    h = self.drop_tokens(h + emb.astype(dt), rngs=rngs)
     visible = None if mask is None else ~mask
     for blk in self.sa_blocks:
-      h = blk(h, visible, drop)
+      h = blk(h, visible, rngs=rngs)
     for blk in self.ga_blocks:
-      h = blk(h, emb, visible, drop)
+      h = blk(h, emb, visible, rngs=rngs)
     for blk in self.enc_temporal:
-      h = blk(h, visible, drop)
+      h = blk(h, visible, rngs=rngs)
     tokens = self.tse_norm(h)
     # Segment states: pooling over visible ROI tokens.
     w = jnp.ones(tokens.shape[:3], jnp.float32) if visible is None else visible.astype(jnp.float32)
     if self.pool_query is not None:
       keys = self.pool_key(tokens).astype(jnp.float32)
       logits = keys @ self.pool_query[...] / math.sqrt(tokens.shape[-1])
-      w = _masked_softmax(logits, w > 0)
+      w = masked_softmax(logits, w > 0)
     else:
       w = w / jnp.sum(w, axis=-1, keepdims=True)
     seg_states = jnp.einsum("bsn,bsnd->bsd", w.astype(dt), tokens)
-    z = drop(seg_states + self.seg_pos[: x.shape[1]].astype(dt))
+    z = self.drop_segments(seg_states + self.seg_pos[: x.shape[1]].astype(dt), rngs=rngs)
     for blk in self.temporal:
-      z = blk(z, None, drop)
+      z = blk(z, None, rngs=rngs)
     states = self.enc_norm(z)
     return {"tokens": tokens, "segment_states": seg_states, "states": states,
             "pooled": jnp.mean(states, axis=1)}
 
-  def encode(self, x: Array, mask: Array | None = None, *, deterministic: bool = True,
-             rng: Array | None = None) -> dict:
+  def encode(self, x: Array, mask: Array | None = None, *, rngs: nnx.Rngs | None = None) -> dict:
     """Encoder outputs: tokens [B,S,N,d], segment_states [B,S,d], states [B,S,d], pooled [B,d]."""
-    self._check_input(x, mask)
-    return self._encode(x, mask, _Dropper(self.config.dropout, rng, deterministic))
+    self._check_input(x, mask, rngs)
+    return self._encode(x, mask, rngs)
 
-  def __call__(self, x: Array, mask: Array | None = None, *, deterministic: bool = True,
-               rng: Array | None = None) -> Array:
+  def __call__(self, x: Array, mask: Array | None = None, *,
+               rngs: nnx.Rngs | None = None) -> Array:
     """Reconstruction [B, S, N, L] of every cell; masked cells' inputs never reach the output."""
-    self._check_input(x, mask)
-    drop = _Dropper(self.config.dropout, rng, deterministic)
-    enc = self._encode(x, mask, drop)
+    self._check_input(x, mask, rngs)
+    enc = self._encode(x, mask, rngs)
     emb = self.roi_embeddings()
     dt = self.dtype
     g = (self.dec_token(enc["tokens"]) + self.dec_state(enc["states"])[:, :, None, :]
          + self.dec_roi(emb.astype(dt)))
     # Every decoder token depends on visible cells only, so all keys may be used here.
     for blk in self.dec_temporal:
-      g = blk(g, None, drop)
+      g = blk(g, None, rngs=rngs)
     for blk in self.dec_blocks:
-      g = blk(g, emb, None, drop)
+      g = blk(g, emb, None, rngs=rngs)
     return self.dec_out(self.dec_norm(g)).astype(x.dtype)
 
 
 class BrainMAEForPrediction(nnx.Module):
-  """A BrainMAE encoder with a linear or small-MLP head on the pooled contextual state.
+  """A BrainMAE encoder (``encoder/...``) with a linear or small-MLP head on the pooled state.
 
-  ``freeze_encoder=True`` stops gradients into the encoder (frozen linear probe).
+  A frozen probe is the engine's business (it freezes parameters by path, e.g. ``encoder/.*``).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, num_outputs: int, *, rngs: nnx.Rngs,
-               head: str = "linear", freeze_encoder: bool = False, encoder: BrainMAE | None = None):
+               head: str = "linear", encoder: BrainMAE | None = None):
     if head not in ("linear", "mlp"):
-      raise ValueError(f"head={head!r}: expected 'linear' or 'mlp'")
+      raise ConfigError(f"head={head!r}: expected 'linear' or 'mlp'")
     if not isinstance(num_outputs, int) or num_outputs < 1:
-      raise ValueError(f"num_outputs={num_outputs!r}: expected a positive integer")
+      raise ConfigError(f"num_outputs={num_outputs!r}: expected a positive integer")
     self.encoder = encoder if encoder is not None else BrainMAE(config, rngs=rngs)
     d = self.encoder.config.embed_dim
     dt = self.encoder.dtype
-    self.freeze_encoder = freeze_encoder
     self.head_norm = LayerNorm(d, rngs=rngs, dtype=dt)
     if head == "mlp":
       self.hidden = Dense(d, d, ("embed", "mlp"), rngs=rngs, dtype=dt)
@@ -602,15 +458,14 @@ class BrainMAEForPrediction(nnx.Module):
       self.hidden = None
       self.out = Dense(d, num_outputs, ("embed", "vocab"), rngs=rngs, dtype=dt)
 
-  def __call__(self, x: Array, *, deterministic: bool = True, rng: Array | None = None) -> Array:
+  def __call__(self, x: Array, *, rngs: nnx.Rngs | None = None) -> Array:
     """Predictions [B, num_outputs] (logits or regression values), float32."""
-    pooled = self.encoder.encode(x, None, deterministic=deterministic, rng=rng)["pooled"]
-    if self.freeze_encoder:
-      pooled = jax.lax.stop_gradient(pooled)
-    h = self.head_norm(pooled)
+    h = self.head_norm(self.encoder.encode(x, None, rngs=rngs)["pooled"])
     if self.hidden is not None:
       h = jax.nn.gelu(self.hidden(h))
     return self.out(h).astype(jnp.float32)
 
 
-BrainMAEHead = BrainMAEForPrediction
+# The model-family interface of jaxbrain.models (what the pretraining and fine-tuning tasks use).
+build = BrainMAE
+build_for_prediction = BrainMAEForPrediction

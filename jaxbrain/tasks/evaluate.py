@@ -18,6 +18,7 @@ from jaxbrain.evaluation import fingerprint as fingerprint_lib
 from jaxbrain.evaluation import homology, plots, reconstruction
 from jaxbrain.tasks import inference
 from jaxbrain.tasks.inputs import FmriData
+from jaxtrain.errors import ConfigError
 
 
 def reconstruction_eval(model: nnx.Module, test_x: np.ndarray, train_x: np.ndarray,
@@ -74,7 +75,7 @@ def fingerprint_eval(model: nnx.Module, arrays: dict[str, np.ndarray], num_frame
   k = int(config.eval.get("fingerprint_query_windows", 1))
   center = bool(config.eval.get("fingerprint_center", False))
   if k < 1:
-    raise ValueError(f"config.eval.fingerprint_query_windows={k}: expected a positive integer")
+    raise ConfigError(f"config.eval.fingerprint_query_windows={k}: expected a positive integer")
   out = {}
   for name, emb in (("", inference.embed(model, x, config.eval.batch_size, kind)),
                     ("_raw_fc", inference.raw_fc(x))):

@@ -13,10 +13,12 @@ from flax import nnx
 from jaxtrain.data import InMemorySource, make_loader
 from jaxbrain.data.splits import kfold_subjects
 from jaxbrain.evaluation import cv, metrics
-from jaxbrain.models.brainmae import BrainMAEForPrediction
+from jaxbrain import models
 from jaxbrain.tasks import inference
 from jaxbrain.tasks.inputs import FmriData, window_arrays
 from jaxtrain import loop
+from jaxtrain.errors import ConfigError
+from jaxtrain.task import Task
 
 TASKS = ("classification", "regression")
 
@@ -25,14 +27,15 @@ def parse_target(text: str) -> tuple[str, str]:
   """'column:task' -> (column, task)."""
   column, _, task = text.partition(":")
   if task not in TASKS:
-    raise ValueError(f"config.finetune.targets entry {text!r}: expected 'column:task' with task "
+    raise ConfigError(f"config.finetune.targets entry {text!r}: expected 'column:task' with task "
                      f"in {TASKS}")
   return column, task
 
 
 def _loss_fn(task: str):
-  def loss_fn(model, batch, rng):
-    out = model(batch["x"], deterministic=True, rng=rng)
+  def loss_fn(model, batch, rng, step):
+    del step
+    out = model(batch["x"], rngs=nnx.Rngs(dropout=rng))
     if task == "classification":
       loss = optax.softmax_cross_entropy_with_integer_labels(out, batch["label"]).mean()
       return loss, {"accuracy": jnp.mean(jnp.argmax(out, -1) == batch["label"])}
@@ -46,28 +49,29 @@ def finetune_fold(config: ml_collections.ConfigDict, workdir: str, encoder_state
   """Trains a head (probe) or the whole model (full) on ``train`` windows; returns subject-level
   test metrics (window predictions averaged per subject) and the trained model."""
   ft = config.finetune
-  # A probe stops gradients at the encoder and has no weight decay, so AdamW's update of every
-  # encoder parameter is exactly zero: the encoder stays bit-for-bit as pretrained.
+  # A probe freezes the encoder: no gradient, no optimizer state, bit-for-bit as pretrained.
   probe = mode == "probe"
   cfg = ml_collections.ConfigDict(config.to_dict())
-  cfg.train.update(dict(steps=ft.steps, batch_size=ft.batch_size, checkpoint_every=ft.steps))
-  cfg.optim.update(dict(lr=ft.probe_lr if mode == "probe" else ft.lr,
+  cfg.train.update(dict(steps=ft.steps, batch_size=ft.batch_size, checkpoint_every=ft.steps,
+                        eval_every=0, best_metric=""))
+  cfg.optim.update(dict(lr=ft.probe_lr if probe else ft.lr,
                         warmup_steps=min(cfg.optim.warmup_steps, ft.steps // 10),
-                        weight_decay=0.0 if probe else cfg.optim.weight_decay))
+                        weight_decay=0.0 if probe else cfg.optim.weight_decay,
+                        frozen=("^encoder/",) if probe else ()))
   mu, sd = 0.0, 1.0
   if task == "regression":  # standardised targets (training statistics), predictions mapped back
     mu, sd = float(train["label"].mean()), float(train["label"].std()) or 1.0
     train = dict(train, label=((train["label"] - mu) / sd).astype(np.float32))
 
   def model_fn(rngs):
-    model = BrainMAEForPrediction(cfg.model, num_outputs, rngs=rngs, freeze_encoder=probe)
+    model = models.family(cfg.model).build_for_prediction(cfg.model, num_outputs, rngs=rngs)
     nnx.update(model.encoder, encoder_state)
     return model
 
   it = make_loader(InMemorySource({"x": train["x"], "label": train["label"]}),
                    global_batch_size=ft.batch_size, seed=config.seed, fields=("x", "label"))
-  result = loop.train(config=cfg, workdir=workdir, model_fn=model_fn, loss_fn=_loss_fn(task),
-                      train_iter=it)
+  result = loop.train(config=cfg, workdir=workdir, train_iter=it,
+                      task=Task(model=model_fn, loss=_loss_fn(task)))
   out = inference.predict(result.model, test["x"], config.eval.batch_size)
   subjects = np.unique(test["subject"])
   per_subject = np.stack([out[test["subject"] == s].mean(0) for s in subjects])
@@ -82,7 +86,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str, data: FmriDa
                    encoder_state: nnx.State) -> dict:
   """k-fold subject-level CV for every target and mode; returns {target: {mode: mean/std}}."""
   if data.labels is None:
-    raise ValueError("fine-tuning needs labels: set config.data.labels_csv (or use the synthetic "
+    raise ConfigError("fine-tuning needs labels: set config.data.labels_csv (or use the synthetic "
                      "source, which has 'class' and 'score')")
   ft = config.finetune
   results = {}

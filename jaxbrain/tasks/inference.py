@@ -1,33 +1,22 @@
-"""Batched, jitted inference with a trained model: reconstructions, embeddings, predictions."""
+"""Batched, jitted inference with a trained model: reconstructions, embeddings, predictions.
+
+``batched_apply`` puts the model in eval mode (no dropout), so no random keys are needed here.
+"""
 from __future__ import annotations
 
-import functools
-from typing import Callable
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxbrain.data.connectivity import correlation, upper_triangle
 from jaxtrain.inference import batched_apply
+
+EMBEDDING_KINDS = ("pooled", "tokens", "token_fc", "token_fc_seg")
 
 
 def reconstruct(model: nnx.Module, x: np.ndarray, mask: np.ndarray, batch_size: int) -> np.ndarray:
   """BrainMAE reconstruction of windows ``x`` [W,S,N,L] with masks [W,S,N]."""
   return batched_apply(model, lambda m, xb, mb: m(xb, mb), (x, mask), batch_size)
-
-
-EMBEDDING_KINDS = ("pooled", "tokens", "token_fc", "token_fc_seg")
-
-
-def upper_triangle_corr(v: jax.Array) -> jax.Array:
-  """Pearson correlation between the rows of v [B, N, F], upper triangle (k=1) -> [B, N(N-1)/2]."""
-  v = v.astype(jnp.float32)
-  v = v - jnp.mean(v, axis=-1, keepdims=True)
-  v = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
-  c = jnp.einsum("bnf,bmf->bnm", v, v)
-  i, j = np.triu_indices(v.shape[1], 1)
-  return c[:, i, j]
 
 
 def embed(model: nnx.Module, x: np.ndarray, batch_size: int, kind: str = "pooled") -> np.ndarray:
@@ -44,7 +33,7 @@ def embed(model: nnx.Module, x: np.ndarray, batch_size: int, kind: str = "pooled
       if kind == "token_fc_seg":  # fluctuations across segments only (drops static ROI identity)
         t = t - jnp.mean(t, axis=1, keepdims=True)
       t = jnp.swapaxes(t, 1, 2)  # [B, N, S, d]
-      return upper_triangle_corr(t.reshape(t.shape[0], t.shape[1], -1))
+      return upper_triangle(correlation(t.reshape(t.shape[0], t.shape[1], -1)))
     return jnp.mean(out["tokens"], axis=1).reshape(xb.shape[0], -1)
   if kind not in EMBEDDING_KINDS:
     raise ValueError(f"embedding kind {kind!r}: expected one of {EMBEDDING_KINDS}")
@@ -52,13 +41,10 @@ def embed(model: nnx.Module, x: np.ndarray, batch_size: int, kind: str = "pooled
 
 
 def raw_fc(x: np.ndarray) -> np.ndarray:
-  """Functional connectivity of raw windows x [W, S, N, L]: Pearson r between ROI signals over the
-  window's frames, upper triangle -> [W, N(N-1)/2] (context for fingerprinting)."""
+  """Functional connectivity of raw windows x [W, S, N, L]: Pearson r (float64) between ROI signals
+  over the window's frames, upper triangle -> [W, N(N-1)/2] (context for fingerprinting)."""
   v = np.swapaxes(np.asarray(x, np.float64), 1, 2).reshape(x.shape[0], x.shape[2], -1)
-  v = v - v.mean(-1, keepdims=True)
-  v = v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
-  i, j = np.triu_indices(x.shape[2], 1)
-  return np.einsum("wnf,wmf->wnm", v, v)[:, i, j]
+  return upper_triangle(correlation(v))
 
 
 def predict(model: nnx.Module, x: np.ndarray, batch_size: int) -> np.ndarray:

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Sequence
 
 import ml_collections
 import numpy as np
 
-from jaxbrain.data import hcp, synthetic
-from jaxbrain.data.preprocess import make_windows, preprocess, segment_frames
+from jaxbrain.data import hcp, synthetic, windows
+from jaxbrain.data.preprocess import segment_frames
 from jaxbrain.data.sources import LabelsTable, Subject, load_subjects, read_labels
-from jaxbrain.data.validation import DataError, check_length
+from jaxbrain.data.validation import DataError
 
 SOURCES = ("hcp", "synthetic", "folder")
 
@@ -67,36 +66,14 @@ def frames_per_segment(data: ml_collections.ConfigDict, subjects: Sequence[Subje
 def window_arrays(subjects: Sequence[Subject], data: ml_collections.ConfigDict, *,
                   stride_frames: int | None = None, subject_index: Sequence[int] | None = None,
                   labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
-  """Windows of all subjects: ``x`` float32 [W, S, N, L], ``subject`` int32, ``label``, ``start``.
+  """Windows of all subjects as ``config.data`` describes them (``jaxbrain.data.windows``):
+  ``x`` float32 [W, S, N, L], ``subject`` int32, ``label``, ``start`` (the window's first frame).
 
   Each series is preprocessed once (z-scoring, optional band-pass); windows of
   ``data.num_segments`` segments start every ``stride_frames`` frames (default: one segment).
-  ``start`` is the window's first frame, so callers can split a scan in time.
   """
-  seg = frames_per_segment(data, subjects)
-  stride = seg if stride_frames is None else int(stride_frames)
-  if stride < 1 or (stride > seg and stride % seg):
-    raise DataError(f"window stride of {stride} frames: expected >= 1 and, above one segment "
-                    f"({seg} frames), a multiple of it")
   band = tuple(data.bandpass_hz)
   band = None if not any(band) else (band[0] or None, band[1] or None)
-  index = list(range(len(subjects))) if subject_index is None else list(subject_index)
-  xs, subj, starts, labs = [], [], [], []
-  for i, s in enumerate(subjects):
-    check_length(s.num_frames, seg * data.num_segments, s.source, tr=s.tr,
-                 what=f"a window of {data.num_segments} segments of {data.tau_s} s")
-    x = preprocess(s.timeseries, s.tr, standardize=data.zscore, band_hz=band)
-    # A hop of `stride` frames: segment-aligned windows from every offset below one segment.
-    offsets, hop = (range(0, seg, stride), 1) if stride < seg else ([0], stride // seg)
-    for offset in offsets:
-      if x.shape[1] - offset < seg * data.num_segments:
-        continue
-      w = make_windows(x[:, offset:], seg, data.num_segments, hop)
-      xs.append(w)
-      subj.append(np.full(len(w), index[i], np.int32))
-      starts.append(offset + np.arange(len(w), dtype=np.int32) * hop * seg)
-      labs.append(np.full(len(w), -1 if labels is None else labels[i],
-                          np.int32 if labels is None else np.asarray(labels).dtype))
-  order = np.lexsort((np.concatenate(starts), np.concatenate(subj)))
-  return {"x": np.concatenate(xs)[order], "subject": np.concatenate(subj)[order],
-          "start": np.concatenate(starts)[order], "label": np.concatenate(labs)[order]}
+  return windows.window_arrays(subjects, tau_s=data.tau_s, num_segments=data.num_segments,
+                               stride_frames=stride_frames, standardize=data.zscore, band_hz=band,
+                               labels=labels, subject_index=subject_index)

@@ -1,23 +1,48 @@
-"""Masked-autoencoder pretraining of BrainMAE on the shared engine."""
+"""Self-supervised pretraining on the shared engine: the task, a validation evaluator and the run."""
 from __future__ import annotations
 
 import ml_collections
 import numpy as np
 
-from jaxtrain.data import InMemorySource, make_loader
-from jaxbrain.models.brainmae import BrainMAE, pretrain_loss
+from jaxbrain import models
 from jaxtrain import loop
+from jaxtrain.data import InMemorySource, make_loader
+from jaxtrain.errors import ConfigError
+from jaxtrain.task import Evaluator, Task
 
 
-def pretrain(config: ml_collections.ConfigDict, workdir: str, train_x: np.ndarray
-             ) -> loop.TrainResult:
-  """Pretrains on windows ``train_x`` [W, S, N, L]; resumes from ``workdir`` if it has a checkpoint."""
+def reconstruction_evaluator(name: str, x: np.ndarray, config: ml_collections.ConfigDict
+                             ) -> Evaluator:
+  """Masked-reconstruction MSE on windows ``x`` [W, S, N, L] with fixed masks
+  (``config.eval.mask_seed``), the model in eval mode: logged as ``eval/<name>/recon_mse``."""
+  from jaxbrain.evaluation import reconstruction
+  from jaxbrain.tasks import inference
+  mask = reconstruction.random_mask(x.shape[:3], config.model.mask_ratio, seed=config.eval.mask_seed)
+
+  def fn(model):
+    recon = inference.reconstruct(model, x, mask, config.eval.batch_size)
+    return {"recon_mse": reconstruction.masked_mse(recon, x, mask)}
+
+  return Evaluator(name, fn)
+
+
+def pretrain_task(config: ml_collections.ConfigDict, evaluators=()) -> Task:
+  """Self-supervised pretraining of the model family ``config.model.name`` as an engine task."""
+  family = models.family(config.model)
+  return Task(model=lambda rngs: family.build(config.model, rngs=rngs),
+              loss=family.pretrain_loss, evaluators=tuple(evaluators))
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str, train_x: np.ndarray,
+             val_x: np.ndarray | None = None) -> loop.TrainResult:
+  """Pretrains on windows ``train_x`` [W, S, N, L]; resumes from ``workdir`` if it has a checkpoint.
+  With ``val_x``, the validation reconstruction error is evaluated every ``train.eval_every`` steps."""
   source = InMemorySource({"x": train_x})
   if len(source) < config.train.batch_size:
-    raise ValueError(f"{len(source)} training windows, fewer than config.train.batch_size="
+    raise ConfigError(f"{len(source)} training windows, fewer than config.train.batch_size="
                      f"{config.train.batch_size}")
   train_iter = make_loader(source, global_batch_size=config.train.batch_size, seed=config.seed,
                            fields=("x",))
-  return loop.train(config=config, workdir=workdir,
-                    model_fn=lambda rngs: BrainMAE(config.model, rngs=rngs),
-                    loss_fn=pretrain_loss, train_iter=train_iter)
+  evaluators = () if val_x is None else (reconstruction_evaluator("val", val_x, config),)
+  return loop.train(config=config, workdir=workdir, task=pretrain_task(config, evaluators),
+                    train_iter=train_iter)
