@@ -1,14 +1,15 @@
 """Data for the engine: random-access sources and the host-sharded, shuffled, resumable grain loader.
 
 A source is anything with ``__len__`` and ``__getitem__(i) -> dict`` of numpy values: an
-``InMemorySource`` over stacked arrays, or an ``ArrayRecordSource`` over array_record files (as
-TFDS writes them, read without TensorFlow). All hosts
-shuffle the same way and cut the same global batches; each reads and yields only its own
-``global_batch_size // process_count`` rows of every batch: dicts of numpy arrays. The iterator is a grain
-``DatasetIterator`` whose ``get_state()``/``set_state()`` checkpoint the position.
+``InMemorySource`` over stacked arrays, or ``array_record_splits(build_dir)``: the array_record
+files of a finished TFDS build, read without TensorFlow. All hosts shuffle the same way and cut the
+same global batches; each reads and yields only its own ``global_batch_size // process_count`` rows
+of every batch: dicts of numpy arrays. The iterator is a grain ``DatasetIterator`` whose
+``get_state()``/``set_state()`` checkpoint the position.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Sequence
 
 import grain
@@ -38,6 +39,19 @@ class InMemorySource:
   def __repr__(self) -> str:
     shapes = {k: (v.shape, str(v.dtype)) for k, v in self.arrays.items()}
     return f"InMemorySource({shapes})"
+
+
+def array_record_splits(build_dir: str | os.PathLike) -> dict[str, Any]:
+  """Random-access sources, one per split, over a finished TFDS build's array_record files
+  (``build_dir`` holds its ``dataset_info.json``); read-only and without TensorFlow."""
+  import tensorflow_datasets as tfds  # only for this source
+
+  if not os.path.isfile(os.path.join(build_dir, "dataset_info.json")):
+    raise DataError(f"{build_dir}: not a finished TFDS build (dataset_info.json missing)")
+  builder = tfds.builder_from_directory(str(build_dir))
+  if "array_record" not in str(builder.info.file_format).lower():
+    raise DataError(f"{build_dir}: files are {builder.info.file_format}, expected array_record")
+  return dict(builder.as_data_source())
 
 
 def _host(process_index: int | None, process_count: int | None) -> tuple[int, int]:

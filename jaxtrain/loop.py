@@ -154,7 +154,7 @@ def build_program(config: Any, task: Task, mesh: jax.sharding.Mesh | None = None
     return nnx.split(model, trainable, nnx.Param, ...)
 
   abstract_model = nnx.eval_shape(lambda: _build_model(task.model, seed))
-  graphdef, abstract_params, abstract_frozen, _ = split(abstract_model)
+  graphdef, abstract_params, _, _ = split(abstract_model)
   all_params = jax.tree_util.tree_flatten_with_path(nnx.state(abstract_model, nnx.Param))[0]
   optim_lib.check_patterns(optim_cfg, [optim_lib.param_path(p) for p, _ in all_params])
   tx = optim_lib.make_optimizer(optim_cfg, int(config.train.steps), abstract_params)
@@ -187,7 +187,6 @@ def build_program(config: Any, task: Task, mesh: jax.sharding.Mesh | None = None
       options = _CPU_FAST_COMPILE if mesh.devices.flat[0].platform == "cpu" else None
       return jit_init.lower().compile(compiler_options=options)()
 
-  del abstract_frozen
   return TrainProgram(sharded_init, jit_step, graphdef, abstract_sh, state_sh, batch_sh, mesh,
                       rules)
 

@@ -58,7 +58,9 @@ def test_tfds_build_and_read_back(folder, tmp_path):
   assert len(build_dataset(_config(root), tmp_path / "tfds")["train"]) == 33  # reused
   with pytest.raises(DataError, match=r"other settings .*'num_segments': \(2, 3\)"):
     build_dataset(_config(root, num_segments=3), tmp_path / "tfds")
-  again = load_data_source(tmp_path / "tfds", "tiny")  # from files alone
+  with pytest.raises(DataError, match="not a finished TFDS build"):
+    load_data_source(tmp_path / "nowhere", "tiny")
+  again = load_data_source(tmp_path / "tfds", "tiny")  # from files alone (jaxtrain.data)
   assert len(again["test"]) == 22
   assert again["train"].dataset_info.metadata["seg_frames"] == 5
   it = make_loader(again["train"], global_batch_size=4, seed=0, process_index=0, process_count=1)

@@ -31,6 +31,7 @@ from jaxbrain.data.sources import Subject, load_subjects, read_labels
 from jaxbrain.data.splits import split_subjects
 from jaxbrain.data.validation import DataError, check_length
 from jaxbrain.data.windows import subject_windows
+from jaxtrain.data import array_record_splits
 
 BUILTIN_HCP = "builtin:hcp"
 
@@ -211,7 +212,4 @@ def build_dataset(config: FmriWindowsConfig | str, data_dir: str | os.PathLike, 
 def load_data_source(data_dir: str | os.PathLike, config_name: str,
                      version: str = str(FmriWindows.VERSION)) -> dict[str, Any]:
   """Opens a finished build read-only from its files, without the original inputs."""
-  path = Path(data_dir) / FmriWindows.name / config_name / version
-  if not (path / "dataset_info.json").is_file():
-    raise DataError(f"{path}: no finished fmri_windows build (dataset_info.json missing)")
-  return tfds.builder_from_directory(str(path)).as_data_source()
+  return array_record_splits(Path(data_dir) / FmriWindows.name / config_name / version)
