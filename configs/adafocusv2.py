@@ -1,0 +1,99 @@
+"""AdaFocusV2 (Wang et al., CVPR 2022): spatially dynamic video recognition.
+
+Command:
+  python -m jaxvision.main --config=configs/adafocusv2.py[:variant] --workdir=runs/adafocus
+  python -m jaxvision.flops --config=configs/adafocusv2.py      # GFLOPs per frame and video, per P
+
+Variants:
+  builtin (default)  The built-in dataset (real MNIST digits moving over real video backgrounds,
+                     10 classes, 224x224 frames), built into data.dir on first use. A CPU-sized
+                     model: T = 8 frames, P = 96, a ResNet-18 local CNN.
+  smoke              A tiny model on a tiny built-in dataset for a few steps: checks the pipeline.
+  actnet_p{96,128,160}, fcvid_p{96,128,160}, minik_p{96,128,160}
+                     The paper's settings (MobileNetV2 + ResNet-50, T = 16, SGD, cosine, 50 epochs,
+                     lr 0.002 (Mini-Kinetics 0.003), batch 32 (48), lr multipliers policy 0.1,
+                     global CNN 0.5, local CNN 1, classifier 5, weight decay 1e-4) on data in the
+                     official layout: frame folders plus list files `folder num_frames label[,label]`
+                     (set data.root, data.train_list, data.val_list). For GPUs and TPUs.
+"""
+import ml_collections
+
+from jaxvision.models.adafocus_v2 import default_model_config
+
+DATASETS = {  # name: (classes, multi-label, lr, batch)
+    "actnet": (200, True, 0.002, 32),
+    "fcvid": (239, True, 0.002, 32),
+    "minik": (200, False, 0.003, 48),
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "adafocusv2"
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict(dict(
+      source="builtin",            # 'builtin' or 'list' (the official frame-folder layout)
+      dir="data/builtin_video",    # built-in dataset folder (built on first use)
+      builtin=dict(train=600, val=150, test=150, frames=16, size=224, seed=0),
+      root="",                     # list source: folder of frame folders (or videos)
+      train_list="", val_list="", test_list="",
+      template="img_{:05d}.jpg",   # frame file names inside a frame folder
+      multilabel=False,            # list labels 'a,b,c' (ActivityNet, FCVID): mAP
+      num_workers=0))
+
+  c.model = default_model_config()
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+  c.mesh.cpu_devices = 2
+  c.mesh.rules = (("embed", None), ("mlp", None), ("vocab", None), ("conv_in", None),
+                  ("conv_out", None))
+
+  c.train = ml_collections.ConfigDict(dict(
+      steps=0, epochs=50, batch_size=32, log_every=20, checkpoint_every=500, keep_checkpoints=2,
+      eval_every=0, best_metric="", best_mode="max"))
+  c.optim = ml_collections.ConfigDict(dict(
+      name="sgd", lr=0.002, momentum=0.9, nesterov=False, schedule="cosine", warmup_steps=0,
+      weight_decay=1e-4, grad_clip=0.0, ema_decay=0.0, frozen=(),
+      wd_mults=((".*", 1.0),),  # PyTorch's SGD decays every parameter (decay_mult 1)
+      lr_mults=(("^policy/", 0.1), ("^global_(cnn|head)/", 0.5), ("^local_(cnn|head)/", 1.0),
+                ("^classifier/", 5.0))))
+
+  c.eval = ml_collections.ConfigDict(dict(
+      batch_size=16, early_exit_qs=(0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0),
+      confidence="max_logit"))  # the official criterion
+  return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = base_config()
+  variant = arg or "builtin"
+  c.name = f"adafocusv2:{variant}"
+  if variant == "builtin":
+    c.model.update(dict(num_classes=10, num_frames=8, patch_size=96, local_arch="resnet18"))
+    c.train.update(dict(steps=600, epochs=0, batch_size=8, eval_every=200,
+                        best_metric="val/accuracy", checkpoint_every=200))
+    c.optim.update(dict(lr=0.01, warmup_steps=50))
+  elif variant == "smoke":
+    c.data.dir = "data/builtin_video_smoke"
+    c.data.builtin = dict(train=8, val=4, test=4, frames=4, size=64, seed=0)
+    c.model.update(dict(num_classes=10, num_frames=4, image_size=64, patch_size=32,
+                        global_width=0.25, local_arch="resnet18", policy_hidden=32,
+                        classifier_hidden=64))
+    c.train.update(dict(steps=4, epochs=0, batch_size=4, log_every=2, checkpoint_every=2,
+                        eval_every=4, best_metric="val/accuracy"))
+    c.optim.update(dict(lr=0.01))
+    c.eval.batch_size = 4
+  else:
+    name, _, p = variant.partition("_p")
+    if name not in DATASETS or p not in ("96", "128", "160"):
+      raise ValueError(f"unknown variant {variant!r} of configs/adafocusv2.py; expected builtin, "
+                       "smoke or {actnet,fcvid,minik}_p{96,128,160}")
+    classes, multilabel, lr, batch = DATASETS[name]
+    c.data.update(dict(source="list", multilabel=multilabel))
+    c.model.update(dict(num_classes=classes, patch_size=int(p)))
+    c.train.batch_size = batch
+    c.optim.lr = lr
+    c.mesh.cpu_devices = 0
+  return c

@@ -1,0 +1,1 @@
+"""jaxvision: video recognition (AdaFocusV2) on the shared engine; backbones in ``models``."""

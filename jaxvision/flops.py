@@ -1,0 +1,215 @@
+"""Multiply-accumulates (MACs) of a function or an NNX model: XLA's count and the conventional one.
+
+Two counts, which differ by design:
+
+- ``macs``: XLA's cost analysis of the compiled function, FLOPs / 2 (``jaxtrain.perf``). XLA counts
+  only the kernel taps that land inside the input (taps on zero padding are skipped) and adds
+  every elementwise FLOP (eval-mode batch norm, activations, residual adds, pooling) at half weight.
+- ``matmul_macs``: the convolutions and matrix products of the traced program, every kernel tap
+  counted (padding included) and nothing else: the convention of the published figures
+  (torchvision's "GFLOPS", fvcore, the MobileNetV2 and ResNet papers).
+
+For the torchvision backbones at 224x224 (no classifier) ``matmul_macs`` gives 4.087 G (ResNet-50)
+and 0.2995 G (MobileNetV2); ``macs`` gives 3.997 G (-2.2%: padding skipped, elementwise added) and
+0.3118 G (+4.1%: elementwise work is relatively larger in the thin, depthwise network). XLA's
+skipped padding grows as the input shrinks, so ``macs`` falls below the (P / 224)^2 scaling at
+small P while ``matmul_macs`` follows it exactly when P is a multiple of 32.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.extend.core
+from flax import nnx
+
+from jaxtrain.perf import compiled_flops
+
+
+def _abstract(x: Any) -> Any:
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), x)
+
+
+def macs(fn: Callable, *args, **kwargs) -> float:
+  """XLA's MACs (FLOPs / 2) of one compiled call ``fn(*args, **kwargs)``; args may be abstract."""
+  return compiled_flops(jax.jit(fn), *args, **kwargs) / 2
+
+
+def _eqn_macs(eqn: Any) -> float:
+  name = eqn.primitive.name
+  if name == "conv_general_dilated":
+    rhs = eqn.invars[1].aval.shape
+    out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+    return math.prod(eqn.outvars[0].aval.shape) * math.prod(rhs) / out_features
+  if name == "dot_general":
+    (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+    lhs = eqn.invars[0].aval.shape
+    return math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in lhs_contract)
+  return 0.0
+
+
+def _subjaxprs(params: dict) -> list:
+  out = []
+  for v in params.values():
+    for item in (v if isinstance(v, (tuple, list)) else (v,)):
+      if isinstance(item, jax.extend.core.ClosedJaxpr):
+        out.append(item.jaxpr)
+      elif isinstance(item, jax.extend.core.Jaxpr):
+        out.append(item)
+  return out
+
+
+def _jaxpr_macs(jaxpr: Any) -> float:
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    subs = [_jaxpr_macs(j) for j in _subjaxprs(eqn.params)]
+    if eqn.primitive.name == "cond":
+      total += max(subs, default=0.0)  # the costliest branch
+    elif eqn.primitive.name == "scan":
+      total += eqn.params["length"] * sum(subs)
+    else:  # pjit, custom_jvp/vjp, remat, ...: the body once (a while loop's body counts once)
+      total += sum(subs)
+    total += _eqn_macs(eqn)
+  return total
+
+
+def matmul_macs(fn: Callable, *args, **kwargs) -> float:
+  """MACs of the convolutions and matrix products in ``fn(*args, **kwargs)``, padding taps included.
+
+  Counted on the traced jaxpr (nothing is compiled or run; args may be ShapeDtypeStructs):
+  a convolution costs output elements x kernel taps per output (cin / groups x kh x kw),
+  a ``dot_general`` output elements x contraction size.
+  """
+  return _jaxpr_macs(jax.make_jaxpr(fn)(*args, **kwargs).jaxpr)
+
+
+def model_macs(model: nnx.Module, x: Any, method: str | None = None, *,
+               count: str = "xla") -> float:
+  """MACs of ``model(x)`` (or ``model.<method>(x)``) in eval mode; ``count`` 'xla' or 'matmul'.
+
+  ``model`` may be abstract (``nnx.eval_shape``) and ``x`` an array or a ``jax.ShapeDtypeStruct``;
+  only shapes are used, nothing is materialised.
+  """
+  counters = {"xla": macs, "matmul": matmul_macs}
+  if count not in counters:
+    raise ValueError(f"count={count!r}; expected one of {sorted(counters)}")
+  graphdef, state = nnx.split(model)
+
+  def apply(state, x):
+    m = nnx.merge(graphdef, state)
+    m.eval()
+    return (m if method is None else getattr(m, method))(x)
+
+  return counters[count](apply, _abstract(state), _abstract(x))
+
+
+# ------------------------------------------------------------------------------------ AdaFocusV2
+
+# Per-frame GFLOPs (multiply-accumulates) of MobileNetV2 + ResNet-50 in the paper (Table 1, T = 16).
+PAPER_GFLOPS_PER_FRAME = {96: 1.101, 128: 1.685, 160: 2.436}
+
+
+def adafocus_costs(model_cfg: Any, count: str = "matmul") -> dict[str, float]:
+  """Inference MACs per frame of each part of AdaFocusV2 and of the whole (and per video).
+
+  ``count='matmul'``: convolutions and matrix products, the papers' convention; the crop is
+  counted as bilinear sampling (4 taps per output value), as the published figures assume.
+  ``count='xla'``: XLA's cost analysis of the compiled parts; the crop as this project runs it
+  (two small matmuls per frame, more MACs than 4 taps but fast on accelerators).
+  """
+  from jaxvision.models import adafocus_v2 as afv2
+  from jaxvision.models import crop as crop_lib
+
+  c = model_cfg
+  t, s, p = int(c.num_frames), int(c.image_size), int(c.patch_size)
+  with nnx.use_eager_sharding(False):
+    model = nnx.eval_shape(lambda: afv2.AdaFocusV2(c, rngs=nnx.Rngs(0)))
+  f32 = jax.numpy.float32
+  frame = jax.ShapeDtypeStruct((1, s, s, 3), f32)
+  fmap = jax.eval_shape(lambda m, x: m.features(x), model.global_cnn, frame)
+  cg, cl = model.global_cnn.num_features, model.local_cnn.num_features
+  video_fmaps = jax.ShapeDtypeStruct((t,) + fmap.shape[1:], fmap.dtype)
+
+  def part(module, x, method=None):
+    return model_macs(module, x, method, count=count)
+
+  costs = {
+      "global_cnn": part(model.global_cnn, frame, "features"),
+      "policy": part(model.policy, video_fmaps) / t,
+      "local_cnn": part(model.local_cnn, jax.ShapeDtypeStruct((1, p, p, 3), f32), "features"),
+      "classifier": (part(model.classifier, jax.ShapeDtypeStruct((1, t, cg + cl), f32)) / t
+                     + part(model.global_head, jax.ShapeDtypeStruct((1, cg), f32))
+                     + part(model.local_head, jax.ShapeDtypeStruct((1, cl), f32))),
+  }
+  if count == "matmul":
+    costs["crop"] = 4.0 * p * p * 3
+  else:
+    costs["crop"] = macs(lambda x, a: crop_lib.crop_patches(x, a, p), frame,
+                         jax.ShapeDtypeStruct((1, 2), f32))
+  costs["total_per_frame"] = sum(costs.values())
+  costs["total_per_video"] = costs["total_per_frame"] * t
+  return costs
+
+
+def table(config: Any, patch_sizes: tuple[int, ...] = (96, 128, 160)) -> list[dict[str, Any]]:
+  """One row per patch size: per-part GMACs per frame (paper convention), the whole per frame and
+  per video, XLA's count of the whole, and the paper's figure where it gives one."""
+  rows = []
+  for p in patch_sizes:
+    cfg = config.model.copy_and_resolve_references()
+    cfg.patch_size = int(p)
+    conv = adafocus_costs(cfg, "matmul")
+    xla = adafocus_costs(cfg, "xla")
+    row = {"patch": int(p), **{k: v / 1e9 for k, v in conv.items()},
+           "xla_total_per_frame": xla["total_per_frame"] / 1e9}
+    paper = PAPER_GFLOPS_PER_FRAME.get(int(p))
+    if paper is not None and cfg.global_arch == "mobilenet_v2" and cfg.local_arch == "resnet50":
+      row["paper_per_frame"] = paper
+      row["diff_vs_paper"] = row["total_per_frame"] / paper - 1.0
+    rows.append(row)
+  return rows
+
+
+def _print_table(rows: list[dict[str, Any]], num_frames: int) -> None:
+  print(f"| P | global CNN | policy | local CNN | classifier | crop | per frame | per video (T={num_frames}) "
+        "| XLA count per frame | paper per frame | vs paper |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
+  for r in rows:
+    paper = f"{r['paper_per_frame']:.3f}" if "paper_per_frame" in r else "-"
+    diff = f"{100 * r['diff_vs_paper']:+.1f}%" if "diff_vs_paper" in r else "-"
+    print(f"| {r['patch']} | {r['global_cnn']:.3f} | {r['policy']:.4f} | {r['local_cnn']:.3f} | "
+          f"{r['classifier']:.4f} | {r['crop']:.4f} | {r['total_per_frame']:.3f} | "
+          f"{r['total_per_video']:.1f} | {r['xla_total_per_frame']:.3f} | {paper} | {diff} |")
+
+
+def main(argv: Any = None) -> int:
+  """``python -m jaxvision.flops --config=configs/adafocusv2.py[:variant]``: GMACs per patch size."""
+  from jaxtrain import cli
+
+  def run(config, workdir):
+    del workdir
+    sizes = (96, 128, 160)
+    if int(config.model.patch_size) not in sizes:
+      sizes += (int(config.model.patch_size),)
+    rows = table(config, tuple(p for p in sizes if p <= int(config.model.image_size)))
+    print(f"GMACs of {config.name} ({config.model.global_arch} + {config.model.local_arch}):")
+    _print_table(rows, int(config.model.num_frames))
+    m = config.model
+    if (m.global_arch, m.global_width, m.local_arch, m.image_size, m.num_frames) != (
+        "mobilenet_v2", 1.0, "resnet50", 224, 16):
+      paper = config.copy_and_resolve_references()
+      paper.model.update(dict(global_arch="mobilenet_v2", global_width=1.0, local_arch="resnet50",
+                              image_size=224, num_frames=16, policy_hidden=2048,
+                              classifier_hidden=4096, num_classes=200))
+      print("\nThe paper's setting (MobileNetV2 + ResNet-50, T = 16, ActivityNet's 200 classes):")
+      _print_table(table(paper), 16)
+    return rows
+
+  return cli.run(run, argv=argv, prog="python -m jaxvision.flops", doc=main.__doc__,
+                 needs_workdir=False)
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(main())

@@ -1,0 +1,329 @@
+"""AdaFocusV2 (Wang et al., CVPR 2022) for ActivityNet / FCVID / Mini-Kinetics, in Flax NNX.
+
+Per video of T frames [B, T, H, W, 3] (uint8 or float in [0, 255]):
+  global CNN (MobileNetV2) on every whole frame -> feature map g [h, w, Cg] and pooled feature
+  policy (on g with gradients stopped): 1x1 conv to 64, BN, tanh, flatten, linear, BN, tanh, a GRU
+    over the T frames, linear to 2, sigmoid -> patch position a_t in [0, 1]^2 (row, column)
+  differentiable crop of a P x P patch at a_t (``crop.crop_patches``, grid_sample semantics)
+  local CNN (ResNet-50) on the patch -> pooled local feature
+  classifier: [global, local] features -> linear 4096, BN, ReLU -> running max over frames ->
+    per-step dropout + linear: logits after every frame (early exit reads them)
+  auxiliary per-frame heads on the global and on the local features.
+Layout and semantics follow the official PyTorch code (models/adafocus_v2.py of
+LeapLabTHU/AdaFocusV2): the flatten after the policy's 1x1 conv is channel-major as in NCHW, the
+GRU is PyTorch's (gates r, z, n), the classifier has one head per step.
+
+Training runs every batch twice (``two_pass_outputs``): with the policy's patches and with uniformly
+random ones; the global CNN runs once for both, and the random pass does not depend on the policy.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxtrain.errors import ConfigError
+from jaxvision.models import crop as crop_lib
+from jaxvision.models import mobilenet_v2, resnet
+
+RESNETS = {"resnet18": resnet.ResNet18, "resnet34": resnet.ResNet34, "resnet50": resnet.ResNet50}
+
+Array = jax.Array
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """``config.model`` of AdaFocusV2 with the paper's settings (ActivityNet, P = 128)."""
+  c = ml_collections.ConfigDict()
+  c.name = "adafocus_v2"
+  c.num_classes = 200
+  c.num_frames = 16            # T
+  c.image_size = 224
+  c.patch_size = 128           # P
+  c.global_arch = "mobilenet_v2"
+  c.global_width = 1.0
+  c.local_arch = "resnet50"
+  c.policy_hidden = 2048       # --stn_hidden_dim
+  c.classifier_hidden = 4096
+  c.dropout = 0.2              # classifier heads (--dropout)
+  c.fc_dropout = 0.2           # auxiliary global/local heads (--fc_dropout)
+  c.sample_order = True        # frames reordered coarse-to-fine (--sample), for early exit
+  c.dtype = "float32"
+  return c
+
+
+def check_config(c: ml_collections.ConfigDict) -> None:
+  def bad(field: str, what: str):
+    raise ConfigError(f"config.model.{field}={c[field]!r}: expected {what}")
+  for f in ("num_classes", "num_frames", "image_size", "patch_size", "policy_hidden",
+            "classifier_hidden"):
+    if not isinstance(c[f], int) or c[f] < 1:
+      bad(f, "a positive integer")
+  if c.patch_size > c.image_size:
+    bad("patch_size", f"at most config.model.image_size={c.image_size} (the patch is cut from "
+        "the frame)")
+  if c.image_size % 32:
+    bad("image_size", "a multiple of 32 (the backbones' stride)")
+  for f in ("dropout", "fc_dropout"):
+    if not 0.0 <= float(c[f]) < 1.0:
+      bad(f, "a rate in [0, 1)")
+  if c.dtype not in ("float32", "bfloat16", "float16"):
+    bad("dtype", "'float32', 'bfloat16' or 'float16'")
+
+
+def input_order(num_frames: int) -> list[int]:
+  """Coarse-to-fine frame order (the official ``--sample``): the middle frame, the first and the
+  last, then the midpoints of ever finer intervals, so early steps see the whole video."""
+  order = [(num_frames - 1) // 2, 0, num_frames - 1]
+  parts = 2
+  while len(set(order)) < num_frames:
+    edges = np.floor(np.linspace(0, num_frames - 1, parts + 1)).astype(int)
+    for a, b in zip(edges[:-1], edges[1:]):
+      mid = (a + b) // 2
+      if mid not in order:
+        order.append(int(mid))
+    parts *= 2
+  seen, out = set(), []
+  for i in order:  # T = 1 or 2: the first three entries repeat
+    if i not in seen:
+      seen.add(i)
+      out.append(i)
+  return out
+
+
+def _param(rngs: nnx.Rngs, init: Callable, shape: tuple, names: tuple) -> nnx.Param:
+  return nnx.Param(init(rngs.params(), shape, jnp.float32), out_sharding=names,
+                   eager_sharding=False)
+
+
+def _linear_init(fan_in: int) -> Callable:
+  """PyTorch's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class Dense(nnx.Module):
+  def __init__(self, din: int, dout: int, names: tuple, *, rngs: nnx.Rngs, dtype: Any,
+               use_bias: bool = True):
+    init = _linear_init(din)
+    self.kernel = _param(rngs, init, (din, dout), names)
+    self.bias = _param(rngs, init, (dout,), (names[1],)) if use_bias else None
+    self.dtype = dtype
+
+  def __call__(self, x: Array) -> Array:
+    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    return y if self.bias is None else y + self.bias[...].astype(self.dtype)
+
+
+def _batch_norm(n: int, rngs: nnx.Rngs, dtype: Any) -> nnx.BatchNorm:
+  # PyTorch's defaults: momentum 0.1 (flax 0.9), eps 1e-5.
+  return nnx.BatchNorm(n, momentum=0.9, epsilon=1e-5, dtype=dtype, rngs=rngs)
+
+
+class GRU(nnx.Module):
+  """PyTorch's single-layer GRU (gates r, z, n; h0 = 0) over axis 1 of x [B, T, din]."""
+
+  def __init__(self, din: int, hidden: int, *, rngs: nnx.Rngs, dtype: Any):
+    init = _linear_init(hidden)
+    self.w_ih = _param(rngs, init, (din, 3, hidden), ("embed", None, "mlp"))
+    self.w_hh = _param(rngs, init, (hidden, 3, hidden), ("embed", None, "mlp"))
+    self.b_ih = _param(rngs, init, (3, hidden), (None, "mlp"))
+    self.b_hh = _param(rngs, init, (3, hidden), (None, "mlp"))
+    self.hidden, self.dtype = hidden, dtype
+
+  def __call__(self, x: Array) -> Array:
+    dt = self.dtype
+    b, t, _ = x.shape
+    # Input projections of every step in one matmul; only the recurrence is sequential.
+    gi = jnp.einsum("btd,dgh->btgh", x.astype(dt), self.w_ih[...].astype(dt)) + self.b_ih[...]
+    w_hh, b_hh = self.w_hh[...].astype(dt), self.b_hh[...]
+
+    def step(h, gi_t):
+      gh = jnp.einsum("bd,dgh->bgh", h.astype(dt), w_hh) + b_hh
+      r = jax.nn.sigmoid(gi_t[:, 0] + gh[:, 0])
+      z = jax.nn.sigmoid(gi_t[:, 1] + gh[:, 1])
+      n = jnp.tanh(gi_t[:, 2] + r * gh[:, 2])
+      h = (1.0 - z) * n + z * h
+      return h, h
+
+    h0 = jnp.zeros((b, self.hidden), gi.dtype)
+    _, hs = jax.lax.scan(step, h0, jnp.swapaxes(gi, 0, 1))
+    return jnp.swapaxes(hs, 0, 1)
+
+
+class PolicySTN(nnx.Module):
+  """Global feature maps [B*T, h, w, C] -> patch positions [B*T, 2] in [0, 1] (row, column)."""
+
+  def __init__(self, channels: int, spatial: int, hidden: int, num_frames: int, *,
+               rngs: nnx.Rngs, dtype: Any):
+    self.conv = Dense(channels, 64, ("conv_in", None), rngs=rngs, dtype=dtype, use_bias=False)
+    self.bn1 = _batch_norm(64, rngs, dtype)
+    self.fc = Dense(64 * spatial, hidden, ("embed", "mlp"), rngs=rngs, dtype=dtype)
+    self.bn2 = _batch_norm(hidden, rngs, dtype)
+    self.gru = GRU(hidden, hidden, rngs=rngs, dtype=dtype)
+    self.out = Dense(hidden, 2, ("mlp", None), rngs=rngs, dtype=dtype)
+    self.num_frames = num_frames
+
+  def __call__(self, fmap: Array) -> Array:
+    n = fmap.shape[0]
+    h = jnp.tanh(self.bn1(self.conv(fmap)))                       # 1x1 conv = per-pixel linear
+    h = jnp.transpose(h, (0, 3, 1, 2)).reshape(n, -1)              # channel-major, as NCHW flatten
+    h = jnp.tanh(self.bn2(self.fc(h)))
+    h = self.gru(h.reshape(n // self.num_frames, self.num_frames, -1))
+    return jax.nn.sigmoid(self.out(h.reshape(n, -1)).astype(jnp.float32))
+
+
+class PoolingClassifier(nnx.Module):
+  """Per-frame features [B, T, D] -> logits after every frame [B, T, C]: linear, BN, ReLU, a
+  running max over frames, and one dropout + linear head per step."""
+
+  def __init__(self, din: int, hidden: int, num_frames: int, num_classes: int, dropout: float, *,
+               rngs: nnx.Rngs, dtype: Any):
+    self.fc = Dense(din, hidden, ("embed", "mlp"), rngs=rngs, dtype=dtype)
+    self.bn = _batch_norm(hidden, rngs, dtype)
+    self.drop = nnx.Dropout(dropout)
+    init = _linear_init(hidden)
+    self.heads_kernel = _param(rngs, init, (num_frames, hidden, num_classes), (None, "mlp", "vocab"))
+    self.heads_bias = _param(rngs, init, (num_frames, num_classes), (None, "vocab"))
+    self.dtype = dtype
+
+  def __call__(self, x: Array, rngs: nnx.Rngs | None = None) -> Array:
+    b, t, d = x.shape
+    z = jax.nn.relu(self.bn(self.fc(x.reshape(b * t, d)))).reshape(b, t, -1)
+    z = self.drop(jax.lax.cummax(z, axis=1), rngs=rngs)
+    logits = jnp.einsum("btd,tdc->btc", z.astype(self.dtype), self.heads_kernel[:t].astype(self.dtype))
+    return (logits + self.heads_bias[:t]).astype(jnp.float32)
+
+
+class Head(nnx.Module):
+  """Dropout + linear (the auxiliary per-frame heads)."""
+
+  def __init__(self, din: int, num_classes: int, dropout: float, *, rngs: nnx.Rngs, dtype: Any):
+    self.drop = nnx.Dropout(dropout)
+    self.fc = Dense(din, num_classes, ("embed", "vocab"), rngs=rngs, dtype=dtype)
+
+  def __call__(self, x: Array, rngs: nnx.Rngs | None = None) -> Array:
+    return self.fc(self.drop(x, rngs=rngs)).astype(jnp.float32)
+
+
+def build_backbone(arch: str, *, rngs: nnx.Rngs, dtype: Any, width: float = 1.0) -> nnx.Module:
+  """A backbone with ``features(x [N,H,W,3]) -> [N,h,w,C]`` and ``num_features`` (= C)."""
+  if arch == "mobilenet_v2":
+    return mobilenet_v2.MobileNetV2(rngs=rngs, width=width, dtype=dtype)
+  if arch in RESNETS:
+    return RESNETS[arch](rngs=rngs, dtype=dtype)
+  raise ConfigError(f"backbone {arch!r}: expected 'mobilenet_v2' or one of {sorted(RESNETS)}")
+
+
+class AdaFocusV2(nnx.Module):
+  """``AdaFocusV2(config_or_config.model, rngs=...)``; see the module docstring."""
+
+  def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+    c = config.model if "model" in config else config
+    check_config(c)
+    self.config = ml_collections.FrozenConfigDict(c)
+    dt = jnp.dtype(c.dtype)
+    self.global_cnn = build_backbone(c.global_arch, rngs=rngs, dtype=dt, width=c.global_width)
+    self.local_cnn = build_backbone(c.local_arch, rngs=rngs, dtype=dt)
+    cg, cl = self.global_cnn.num_features, self.local_cnn.num_features
+    fmap = c.image_size // 32
+    self.policy = PolicySTN(cg, fmap * fmap, c.policy_hidden, c.num_frames, rngs=rngs, dtype=dt)
+    self.global_head = Head(cg, c.num_classes, c.fc_dropout, rngs=rngs, dtype=dt)
+    self.local_head = Head(cl, c.num_classes, c.fc_dropout, rngs=rngs, dtype=dt)
+    self.classifier = PoolingClassifier(cg + cl, c.classifier_hidden, c.num_frames, c.num_classes,
+                                        c.dropout, rngs=rngs, dtype=dt)
+    self.dtype = dt
+
+  # -- pieces -------------------------------------------------------------------------------------
+  def normalize(self, frames: Array) -> Array:
+    """[B, T, H, W, 3] in [0, 255] -> [B*T, H, W, 3] ImageNet-normalised, frames in model order."""
+    c = self.config
+    if frames.ndim != 5 or frames.shape[1] != c.num_frames or frames.shape[-1] != 3 or \
+       frames.shape[2] != c.image_size or frames.shape[3] != c.image_size:
+      raise ValueError(f"AdaFocusV2 input has shape {tuple(frames.shape)}; expected [B, "
+                       f"T={c.num_frames}, {c.image_size}, {c.image_size}, 3]")
+    if c.sample_order:
+      frames = frames[:, np.asarray(input_order(c.num_frames))]
+    x = frames.astype(jnp.float32) / 255.0
+    x = (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+    return x.reshape((-1,) + x.shape[2:]).astype(self.dtype)
+
+  def glance(self, x: Array) -> tuple[Array, Array]:
+    """Normalised frames [N, H, W, 3] -> (global feature maps [N,h,w,C], pooled [N, C])."""
+    fmap = self.global_cnn.features(x)
+    return fmap, jnp.mean(fmap.astype(jnp.float32), axis=(1, 2))
+
+  def focus(self, x: Array, actions: Array, global_feat: Array, rngs: nnx.Rngs | None) -> dict:
+    """Crops the patches at ``actions`` [N, 2] and classifies; per-frame outputs [B, T, ...]."""
+    c = self.config
+    patches = crop_lib.crop_patches(x, actions, c.patch_size)  # positions stay float32
+    local_feat = jnp.mean(self.local_cnn.features(patches).astype(jnp.float32), axis=(1, 2))
+    b = x.shape[0] // c.num_frames
+    both = jnp.concatenate([global_feat, local_feat], axis=-1).reshape(b, c.num_frames, -1)
+    return {"logits": self.classifier(both, rngs),
+            "local_logits": self.local_head(local_feat, rngs).reshape(b, c.num_frames, -1),
+            "actions": actions.reshape(b, c.num_frames, 2)}
+
+  # -- forward ------------------------------------------------------------------------------------
+  def __call__(self, frames: Array, *, rngs: nnx.Rngs | None = None) -> dict:
+    """One pass with the policy's patches: ``logits`` [B, T, C] after every frame (in model
+    order), ``global_logits`` and ``local_logits`` per frame, ``actions`` [B, T, 2]."""
+    x = self.normalize(frames)
+    fmap, global_feat = self.glance(x)
+    out = self.focus(x, self.policy(fmap), global_feat, rngs)
+    out["global_logits"] = self.global_head(global_feat, rngs).reshape(out["logits"].shape)
+    return out
+
+  def two_pass_outputs(self, frames: Array, key: Array, rngs: nnx.Rngs | None = None
+                       ) -> tuple[dict, dict]:
+    """Training: (policy pass, random-patch pass). The policy sees the global feature maps with
+    gradients stopped; the random pass draws positions uniformly in [0, 1]^2 from ``key``."""
+    x = self.normalize(frames)
+    fmap, global_feat = self.glance(x)
+    global_logits = self.global_head(global_feat, rngs)
+    actions = self.policy(jax.lax.stop_gradient(fmap))
+    random_actions = jax.random.uniform(key, actions.shape, jnp.float32)
+    outs = []
+    for a in (actions, random_actions):
+      out = self.focus(x, a, global_feat, rngs)
+      out["global_logits"] = global_logits.reshape(out["logits"].shape)
+      outs.append(out)
+    return outs[0], outs[1]
+
+
+def _cross_entropy(logits: Array, labels: Array) -> Array:
+  """Mean cross-entropy of logits [B, T, C] against labels [B] (every step or frame)."""
+  labels = jnp.broadcast_to(labels[:, None], logits.shape[:2])
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def pass_loss(out: dict, labels: Array) -> Array:
+  """Cross-entropy on every step's logits plus the per-frame global and local heads."""
+  return (_cross_entropy(out["logits"], labels) + _cross_entropy(out["global_logits"], labels)
+          + _cross_entropy(out["local_logits"], labels))
+
+
+def train_loss(model: AdaFocusV2, batch: dict, rng: Array, step: Array) -> tuple[Array, dict]:
+  """The engine's loss: both passes, averaged (as the official training). ``batch``: ``frames``
+  [B, T, H, W, 3] uint8, ``label`` [B] int32 (multi-label datasets train on their first label)."""
+  del step
+  patch_key, drop_key = jax.random.split(rng)
+  policy_out, random_out = model.two_pass_outputs(batch["frames"], patch_key,
+                                                  nnx.Rngs(dropout=drop_key))
+  labels = batch["label"]
+  loss_policy, loss_random = pass_loss(policy_out, labels), pass_loss(random_out, labels)
+  correct = jnp.argmax(policy_out["logits"], -1) == labels[:, None]
+  return 0.5 * (loss_policy + loss_random), {
+      "loss_policy_pass": loss_policy, "loss_random_pass": loss_random,
+      "accuracy_per_step": jnp.mean(correct.astype(jnp.float32), axis=0)}
+
+
+REDUCTIONS = {"accuracy_per_step": "none"}

@@ -1,0 +1,154 @@
+"""Convolution, batch-norm and pooling helpers shared by the vision backbones (NHWC layout).
+
+Parameters are float32 with logical axis names in their ``out_sharding`` metadata (no eager
+sharding); ``dtype`` is the compute dtype (e.g. bfloat16 on GPU/TPU).
+
+Logical axis names (``LOGICAL_AXES``):
+
+- conv kernel ``[kh, kw, cin, cout]``: ``(None, None, "conv_in", "conv_out")``; a depthwise
+  kernel ``[kh, kw, 1, c]``: ``(None, None, None, "conv_out")``.
+- batch-norm scale and bias ``[c]``: ``("conv_out",)`` (running mean/var: ``nnx.BatchStat``,
+  no names, replicated).
+- linear kernel ``[din, dout]``: ``("embed", "mlp")``, bias ``("mlp",)``.
+
+Layers follow PyTorch: symmetric padding ``(k - 1) // 2`` (not XLA's 'SAME', which pads stride-2
+convolutions asymmetrically), convolutions without bias, BN eps 1e-5 and flax momentum 0.9
+(PyTorch 0.1). One difference: flax updates the running variance with the biased batch variance,
+PyTorch with the unbiased one (a factor n/(n-1), n = batch * height * width).
+
+``Seq`` is an ``nnx.List`` that applies its items in order, so state paths mirror torchvision's
+``nn.Sequential`` keys (``features.1.conv.0.0.weight`` <-> ``features/1/conv/0/0/kernel``).
+Torch -> here: conv ``weight`` [O, I, kh, kw] -> ``kernel`` [kh, kw, I, O]; BN ``weight``, ``bias``,
+``running_mean``, ``running_var`` -> ``scale``, ``bias``, ``mean``, ``var`` (``num_batches_tracked``
+has no counterpart); linear ``weight`` [O, I] -> ``kernel`` [I, O].
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+
+LOGICAL_AXES = ("conv_in", "conv_out", "embed", "mlp")
+
+BN_MOMENTUM = 0.9  # flax convention: new = m * old + (1 - m) * batch; PyTorch momentum 0.1
+BN_EPS = 1e-5
+
+# torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu"): N(0, 2 / (cout * kh * kw)),
+# not truncated; for a depthwise kernel [kh, kw, 1, c] fan_out is c * kh * kw, as in PyTorch.
+conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+zeros = nnx.initializers.zeros_init()
+ones = nnx.initializers.ones_init()
+
+
+def param(rngs: nnx.Rngs, init: Callable, shape: tuple, names: tuple) -> nnx.Param:
+  """A float32 parameter initialised by ``init`` with logical axis ``names``."""
+  value = init(rngs.params(), shape, jnp.float32)
+  return nnx.Param(value, out_sharding=names, eager_sharding=False)
+
+
+def torch_linear_init(fan_in: int) -> Callable:
+  """PyTorch's default nn.Linear init for weight and bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def maybe_data(value: Any) -> Any:
+  """``nnx.data(value)`` for a Module (a stateful hook), else ``value`` (a function: static)."""
+  return nnx.data(value) if isinstance(value, nnx.Module) else value
+
+
+class Seq(nnx.List):
+  """A list of layers applied in order (torch's ``nn.Sequential``; items at paths 0, 1, ...)."""
+
+  def __call__(self, x: Array) -> Array:
+    for layer in self:
+      x = layer(x)
+    return x
+
+
+class Conv(nnx.Module):
+  """2-D convolution without bias, NHWC, PyTorch padding ``(k - 1) // 2``, torch's ``groups``."""
+
+  def __init__(self, cin: int, cout: int, kernel_size: int, *, stride: int = 1, groups: int = 1,
+               rngs: nnx.Rngs, dtype: Any = jnp.float32):
+    if cin % groups or cout % groups:
+      raise ValueError(f"groups={groups} does not divide cin={cin} and cout={cout}")
+    names = (None, None, None if cin == groups else "conv_in", "conv_out")
+    self.kernel = param(rngs, conv_init, (kernel_size, kernel_size, cin // groups, cout), names)
+    self.stride = stride
+    self.groups = groups
+    self.padding = (kernel_size - 1) // 2
+    self.dtype = dtype
+
+  def __call__(self, x: Array) -> Array:
+    p = self.padding
+    return jax.lax.conv_general_dilated(
+        x.astype(self.dtype), self.kernel[...].astype(self.dtype),
+        window_strides=(self.stride, self.stride), padding=((p, p), (p, p)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.groups)
+
+
+class Linear(nnx.Module):
+  """y = x W + b with W [din, dout] named ("embed", "mlp")."""
+
+  def __init__(self, din: int, dout: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32,
+               kernel_init: Callable | None = None, bias_init: Callable | None = None):
+    self.kernel = param(rngs, kernel_init or torch_linear_init(din), (din, dout), ("embed", "mlp"))
+    self.bias = param(rngs, bias_init or torch_linear_init(din), (dout,), ("mlp",))
+    self.dtype = dtype
+
+  def __call__(self, x: Array) -> Array:
+    y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    return y + self.bias[...].astype(self.dtype)
+
+
+def batch_norm(num_features: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32,
+               zero_init: bool = False) -> nnx.BatchNorm:
+  """``nnx.BatchNorm`` over channels with PyTorch's eps and momentum; scale 1 (or 0), bias 0."""
+  meta = {"out_sharding": ("conv_out",), "eager_sharding": False}
+  return nnx.BatchNorm(num_features, momentum=BN_MOMENTUM, epsilon=BN_EPS, dtype=dtype,
+                       scale_init=zeros if zero_init else ones, bias_init=zeros,
+                       scale_metadata=meta, bias_metadata=meta, rngs=rngs)
+
+
+def conv_bn_act(cin: int, cout: int, kernel_size: int, *, stride: int = 1, groups: int = 1,
+                act: Callable[[Array], Array] = jax.nn.relu, rngs: nnx.Rngs,
+                dtype: Any = jnp.float32) -> Seq:
+  """conv -> BN -> activation (torchvision's ``Conv2dNormActivation``: items 0, 1, 2)."""
+  return Seq([Conv(cin, cout, kernel_size, stride=stride, groups=groups, rngs=rngs, dtype=dtype),
+              batch_norm(cout, rngs=rngs, dtype=dtype), act])
+
+
+def max_pool(x: Array, window: int = 3, stride: int = 2, padding: int = 1) -> Array:
+  """Max pooling over H and W with PyTorch's implicit -inf padding."""
+  pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+  # A NumPy scalar, not a jax array: under jit with a mesh a jax constant is traced, and
+  # reduce_window's derivative needs a known initial value.
+  init = np.array(-np.inf, x.dtype)
+  return jax.lax.reduce_window(x, init, jax.lax.max, (1, window, window, 1), (1, stride, stride, 1),
+                               pad)
+
+
+def global_avg_pool(x: Array) -> Array:
+  """[N, H, W, C] -> [N, C], averaged in float32."""
+  return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+
+
+def set_shift(model: nnx.Module, shift: Callable[[Array], Array] | None) -> int:
+  """Sets ``shift`` as the residual-branch hook of every block that takes one; returns the count.
+
+  ``shift`` is a function (kept static) or an ``nnx.Module`` (kept as data), or None to remove it.
+  Parameters and their names do not change.
+  """
+  n = 0
+  for _, m in nnx.iter_graph(model):
+    if isinstance(m, nnx.Module) and getattr(m, "takes_shift", False):
+      m.shift = maybe_data(shift)
+      n += 1
+  return n

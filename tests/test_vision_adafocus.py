@@ -1,0 +1,142 @@
+"""AdaFocusV2 model pieces: the coarse-to-fine frame order, PyTorch's GRU against NumPy, per-step
+logits that only see frames so far, the two-pass loss (the random pass sends no gradient into the
+policy; the policy does not see gradients of the global CNN), and the sharded train step."""
+import os
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxtrain import loop
+from jaxtrain import mesh as mesh_lib
+from jaxtrain.config import load_config
+from jaxtrain.errors import ConfigError
+from jaxvision.models import adafocus_v2 as afv2
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**model):
+  config = load_config(os.path.join(ROOT, "configs/adafocusv2.py:smoke"))
+  config.model.update(model)
+  return config
+
+
+def _model(config, seed=0):
+  with nnx.use_eager_sharding(False):
+    return afv2.AdaFocusV2(config.model, rngs=nnx.Rngs(seed))
+
+
+def _frames(b, config, seed=0):
+  m = config.model
+  shape = (b, m.num_frames, m.image_size, m.image_size, 3)
+  return np.random.default_rng(seed).integers(0, 256, shape).astype(np.uint8)
+
+
+def test_input_order_is_coarse_to_fine():
+  # The official rule worked by hand for T = 16: middle, ends, then midpoints of halves, quarters...
+  assert afv2.input_order(16) == [7, 0, 15, 3, 11, 1, 5, 9, 13, 2, 4, 6, 8, 10, 12, 14]
+  for t in (1, 2, 3, 4, 8, 12):
+    assert sorted(afv2.input_order(t)) == list(range(t))
+
+
+def test_gru_matches_pytorch_equations_in_float64():
+  gru = afv2.GRU(3, 4, rngs=nnx.Rngs(0), dtype=jnp.float32)
+  x = np.random.default_rng(0).normal(size=(2, 5, 3))
+  got = np.asarray(gru(jnp.asarray(x, jnp.float32)))
+  w_ih, w_hh = np.asarray(gru.w_ih[...], np.float64), np.asarray(gru.w_hh[...], np.float64)
+  b_ih, b_hh = np.asarray(gru.b_ih[...], np.float64), np.asarray(gru.b_hh[...], np.float64)
+  sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+  h = np.zeros((2, 4))
+  for t in range(5):
+    gi = np.einsum("bd,dgh->bgh", x[:, t], w_ih) + b_ih
+    gh = np.einsum("bd,dgh->bgh", h, w_hh) + b_hh
+    r, z = sig(gi[:, 0] + gh[:, 0]), sig(gi[:, 1] + gh[:, 1])
+    n = np.tanh(gi[:, 2] + r * gh[:, 2])
+    h = (1 - z) * n + z * h
+    np.testing.assert_allclose(got[:, t], h, rtol=1e-5, atol=1e-6)
+
+
+def test_logits_at_step_t_only_see_frames_up_to_t():
+  config = _config()
+  model = _model(config)
+  model.eval()
+  x = _frames(2, config)
+  order = afv2.input_order(config.model.num_frames)
+  y = x.copy()
+  y[:, order[-1]] = 255 - y[:, order[-1]]  # change the frame the model sees last
+  a, b = model(jnp.asarray(x)), model(jnp.asarray(y))
+  np.testing.assert_array_equal(np.asarray(a["logits"][:, :-1]), np.asarray(b["logits"][:, :-1]))
+  assert not np.allclose(np.asarray(a["logits"][:, -1]), np.asarray(b["logits"][:, -1]))
+  assert a["actions"].shape == (2, config.model.num_frames, 2)
+  assert np.all((np.asarray(a["actions"]) >= 0) & (np.asarray(a["actions"]) <= 1))
+
+
+def test_two_pass_gradients_reach_the_policy_only_through_its_own_pass():
+  config = _config()
+  model = _model(config)
+  model.train()
+  x, labels = jnp.asarray(_frames(2, config)), jnp.array([3, 7])
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def pass_loss(p, which):
+    m = nnx.merge(graphdef, p, rest, copy=True)
+    outs = m.two_pass_outputs(x, jax.random.key(1), nnx.Rngs(dropout=jax.random.key(2)))
+    return afv2.pass_loss(outs[which], labels)
+
+  norm = lambda tree: float(optax_norm(tree))  # noqa: E731
+  g_policy, g_random = jax.grad(pass_loss)(params, 0), jax.grad(pass_loss)(params, 1)
+  assert norm(g_random["policy"]) == 0.0          # random patches: nothing flows to the policy
+  assert norm(g_policy["policy"]) > 0.0           # through the differentiable crop
+  assert norm(g_random["local_cnn"]) > 0.0 and norm(g_random["global_cnn"]) > 0.0
+
+  # The policy reads the global feature maps with gradients stopped: a loss on the actions alone
+  # reaches the policy but not the global CNN.
+  def action_loss(p):
+    m = nnx.merge(graphdef, p, rest, copy=True)
+    x_ = m.normalize(x)
+    fmap, _ = m.glance(x_)
+    return jnp.sum(m.policy(jax.lax.stop_gradient(fmap)))
+
+  g = jax.grad(action_loss)(params)
+  assert norm(g["global_cnn"]) == 0.0 and norm(g["policy"]) > 0.0
+
+
+def optax_norm(tree):
+  import optax
+  return optax.tree.norm(tree)
+
+
+def test_patch_larger_than_frame_is_a_config_error():
+  config = _config(patch_size=96)
+  with pytest.raises(ConfigError, match=r"config\.model\.patch_size=96: expected at most"):
+    _model(config)
+
+
+def test_train_step_on_2x4_mesh_matches_one_device():
+  """One step of the two-pass loss, batch statistics over the global batch. (Later steps are not
+  compared: a batch-norm bias followed by another train-mode batch norm has a true gradient of 0,
+  whose float32 value is cancellation noise that depends on the reduction order; at this tiny
+  size SGD amplifies it.)"""
+  config = _config()
+  config.train.update(dict(batch_size=8, steps=1))
+  from jaxvision.train import task
+  batch = {"frames": _frames(8, config, seed=3), "label": np.arange(8, dtype=np.int32) % 10}
+  one = mesh_lib.make_mesh(ml_collections.ConfigDict({"shape": {"data": 1, "fsdp": 1}}),
+                           devices=jax.devices()[:1])
+  many = mesh_lib.make_mesh(ml_collections.ConfigDict({"shape": {"data": 2, "fsdp": 4}}))
+  results = []
+  for mesh in (one, many):
+    program = loop.build_program(config, task(config), mesh=mesh)
+    state, diag = program.step(program.init(), mesh_lib.global_batch(batch, mesh))
+    results.append((jax.device_get(diag), jax.device_get(state.params), jax.device_get(state.rest)))
+  (d1, p1, r1), (d8, p8, r8) = results
+  for key in ("loss", "loss_policy_pass", "loss_random_pass"):
+    np.testing.assert_allclose(d1[key], d8[key], rtol=1e-5, err_msg=key)
+  np.testing.assert_allclose(d1["grad_norm"], d8["grad_norm"], rtol=1e-3)
+  chex.assert_trees_all_close(p1, p8, rtol=1e-4, atol=1e-3)   # the update's norm is ~0.6
+  chex.assert_trees_all_close(r1, r8, rtol=1e-4, atol=1e-5)   # batch statistics

@@ -1,0 +1,31 @@
+"""AdaFocusV2's cost per frame and per video against the paper's figures (MobileNetV2 + ResNet-50):
+1.101 / 1.685 / 2.436 GMACs per frame at P = 96 / 128 / 160 (17.6 / 27.0 / 39.0 per 16-frame video),
+in the papers' convention and in XLA's cost analysis of the compiled parts."""
+import os
+
+import pytest
+
+from jaxtrain.config import load_config
+from jaxvision import flops
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_costs_agree_with_the_paper_within_3_percent():
+  config = load_config(os.path.join(ROOT, "configs/adafocusv2.py:actnet_p128"))
+  rows = {r["patch"]: r for r in flops.table(config)}
+  for p, per_frame in flops.PAPER_GFLOPS_PER_FRAME.items():
+    r = rows[p]
+    assert r["total_per_frame"] == pytest.approx(per_frame, rel=0.03), p
+    assert r["xla_total_per_frame"] == pytest.approx(per_frame, rel=0.03), p
+    assert r["total_per_video"] == pytest.approx(16 * r["total_per_frame"])
+    assert r["global_cnn"] == pytest.approx(0.30, rel=0.03)
+  assert [round(rows[p]["total_per_video"], 1) for p in (96, 128, 160)] == [17.6, 27.0, 39.0]
+
+
+def test_flops_command_prints_one_row_per_patch_size(capsys):
+  assert flops.main(["--config=configs/adafocusv2.py:minik_p160"]) == 0
+  out = capsys.readouterr().out
+  rows = [line for line in out.splitlines() if line.startswith("| 1") or line.startswith("| 9")]
+  assert [r.split("|")[1].strip() for r in rows] == ["96", "128", "160"]
+  assert "2.436" in rows[-1]
