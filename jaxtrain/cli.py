@@ -67,14 +67,20 @@ def run(fn: Callable[[ml_collections.ConfigDict, str], Any], *,
     distributed.maybe_initialize()
     result = fn(config, workdir)
   except (UserError, flags.Error) as e:  # ShardingError and DataError are UserErrors
-    if verbose:
-      traceback.print_exception(e, file=sys.stderr)
-    message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
-    print(f"error: {message or type(e).__name__}", file=sys.stderr, flush=True)
-    return 2
+    return print_user_error(e, verbose)
   if report is not None:
     report(result)
   return 0
+
+
+def print_user_error(error: BaseException, verbose: bool = False) -> int:
+  """Prints ``error: <message>`` as one line (the traceback first when ``verbose``); returns 2,
+  the exit status of every entry point for bad input."""
+  if verbose:
+    traceback.print_exception(error, file=sys.stderr)
+  message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+  print(f"error: {message or type(error).__name__}", file=sys.stderr, flush=True)
+  return 2
 
 
 def _before_terminator(args: Sequence[str]) -> list[str]:

@@ -1,0 +1,192 @@
+"""Predict on a video file with a trained AdaFocusV2 run.
+
+  python -m jaxvision.predict --workdir=RUN --video=FILE [--out=DIR] [--q=1.0] [--checkpoint=best]
+
+Reads the run's config (``RUN/summary.json``) and checkpoint (``RUN/best`` if it exists, else the
+latest in ``RUN/checkpoints``), samples T frames of the video as evaluation does (TSN centres,
+resize 256, centre crop 224), and prints the top-5 classes after every step and the step at which
+early exit would stop (thresholds of ``RUN/early_exit.json`` at the operating point nearest
+``--q``). Writes ``strip.png`` (the frames in the model's order with the chosen patch drawn) and
+``patches.gif`` (the frames in time order) to ``--out`` (default ``RUN/predict/<video name>``).
+Bad input (a missing or corrupt video, one with fewer frames than T, a run without a checkpoint)
+prints one line and exits 2, writing nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Sequence
+
+import numpy as np
+from absl import flags
+
+from jaxtrain import cli
+from jaxtrain.errors import DataError, UserError
+
+
+def load_run(workdir: str, which: str = "best") -> tuple[Any, Any]:
+  """(config, model) of a finished run: its summary's config and its best (or latest) state."""
+  import ml_collections
+
+  from jaxtrain import loop
+  from jaxtrain.checkpoint import Checkpointer
+  from jaxvision.train import task
+
+  path = os.path.join(workdir, "summary.json")
+  if not os.path.exists(path):
+    raise UserError(f"{workdir}: no summary.json (train with python -m jaxvision.main first)")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f)["config"])
+  folders = [os.path.join(workdir, "best")] if which == "best" else []
+  folders.append(os.path.join(workdir, "checkpoints"))
+  for folder in folders:
+    if os.path.isdir(folder):
+      ckpt = Checkpointer(folder, keep=None)
+      step = ckpt.latest_step()
+      if step is not None:
+        break
+  else:
+    raise UserError(f"{workdir}: no checkpoint in {' or '.join(folders)}")
+  config.mesh.shape = ml_collections.ConfigDict({"data": 1})
+  import jax
+  program = loop.build_program(config, task(config), mesh=_one_device_mesh(jax))
+  state = ckpt.restore(step, program.abstract_state)
+  ckpt.close()
+  return config, program.model(state)
+
+
+def _one_device_mesh(jax):
+  from jaxtrain import mesh as mesh_lib
+  return mesh_lib.make_mesh({"shape": {"data": 1}}, devices=jax.devices()[:1])
+
+
+def read_clip(video: str, num_frames: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """(frames [T, S, S, 3] uint8 as evaluation sees them, their indices in the video)."""
+  from jaxvision.data import sampling, transforms
+  from jaxvision.data import video as video_lib
+  if not os.path.isfile(video):
+    raise DataError(f"{video}: no such video file")
+  n = video_lib.num_frames(video)
+  idx = sampling.segment_indices(n, num_frames, train=False, name=video)
+  frames = video_lib.read_frames(video, idx)
+  return transforms.eval_transform(frames, input_size=image_size), np.asarray(idx)
+
+
+def _class_names(config: Any) -> list[str]:
+  if config.data.source == "builtin":
+    from jaxvision.data import builtin
+    return [str(c) for c in builtin.load_meta(config.data.dir)["classes"]]
+  return [str(i) for i in range(config.model.num_classes)]
+
+
+def predict_video(workdir: str, video: str, q: float = 1.0, which: str = "best") -> dict:
+  """Per-step top-5, the early-exit step and the patch boxes of one video."""
+  import jax.numpy as jnp
+
+  from jaxvision import early_exit
+  from jaxvision.models import adafocus_v2 as afv2
+  from jaxvision.models import crop as crop_lib
+
+  config, model = load_run(workdir, which)
+  m = config.model
+  frames, idx = read_clip(video, m.num_frames, m.image_size)
+  model.eval()
+  out = model(jnp.asarray(frames[None]))
+  logits = np.asarray(out["logits"][0], np.float64)               # [T, C], model order
+  actions = np.asarray(out["actions"][0], np.float64)
+  probs = early_exit.softmax(logits)
+  names = _class_names(config)
+  steps = []
+  for t in range(len(logits)):
+    top = np.argsort(-probs[t])[:5]
+    steps.append([(names[int(c)] if int(c) < len(names) else str(int(c)), float(probs[t, c]))
+                  for c in top])
+  exit_step, q_used = None, None
+  curve = os.path.join(workdir, "early_exit.json")
+  if os.path.exists(curve):
+    with open(curve) as f:
+      points = json.load(f)["points"]
+    point = min(points, key=lambda p: abs(float(p["q"]) - q))
+    th = np.array([float(x) for x in point["thresholds"]])
+    conf = early_exit.confidence(logits[None], config.eval.confidence)
+    exit_step, q_used = int(early_exit.exit_steps(conf, th)[0]), float(point["q"])
+  order = afv2.input_order(m.num_frames) if m.sample_order else list(range(m.num_frames))
+  boxes = np.asarray(crop_lib.patch_boxes(actions, m.image_size, m.patch_size))
+  return {"video": video, "frame_indices": idx[order].tolist(), "top5_per_step": steps,
+          "exit_step": exit_step, "exit_q": q_used, "boxes": boxes.tolist(),
+          "frames": frames[order], "order": order}
+
+
+def draw(result: dict, out_dir: str) -> dict[str, str]:
+  """``strip.png`` (model order, exit step marked) and ``patches.gif`` (time order), atomically."""
+  from PIL import Image, ImageDraw
+
+  frames, boxes = result["frames"], result["boxes"]
+  images = []
+  for t, (frame, (top, left, bottom, right)) in enumerate(zip(frames, boxes)):
+    img = Image.fromarray(frame)
+    d = ImageDraw.Draw(img)
+    color = (255, 64, 64) if t == result["exit_step"] else (255, 230, 0)
+    d.rectangle([left, top, right - 1, bottom - 1], outline=color, width=2)
+    d.text((4, 2), f"{t + 1}: {result['top5_per_step'][t][0][0]}", fill=color)
+    images.append(img)
+  parent = os.path.dirname(os.path.abspath(out_dir))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".predict_", dir=parent)
+  try:
+    w, h = images[0].size
+    strip = Image.new("RGB", (w * len(images), h))
+    for i, img in enumerate(images):
+      strip.paste(img, (i * w, 0))
+    strip.save(os.path.join(tmp, "strip.png"))
+    in_time = [images[i] for i in np.argsort(result["frame_indices"])]
+    in_time[0].save(os.path.join(tmp, "patches.gif"), save_all=True, append_images=in_time[1:],
+                    duration=250, loop=0)
+    summary = {k: v for k, v in result.items() if k != "frames"}
+    with open(os.path.join(tmp, "prediction.json"), "w") as f:
+      json.dump(summary, f, indent=1)
+    if os.path.exists(out_dir):
+      shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return {name: os.path.join(out_dir, name) for name in ("strip.png", "patches.gif",
+                                                        "prediction.json")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  fv = flags.FlagValues()
+  flags.DEFINE_string("workdir", None, "a finished python -m jaxvision.main run", flag_values=fv)
+  flags.DEFINE_string("video", None, "an mp4/avi/mkv file", flag_values=fv)
+  flags.DEFINE_string("out", "", "output folder (default RUN/predict/<video name>)", flag_values=fv)
+  flags.DEFINE_float("q", 1.0, "early-exit operating point (nearest q of the run's curve)",
+                     flag_values=fv)
+  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "which checkpoint", flag_values=fv)
+  flags.DEFINE_bool("verbose", False, "tracebacks for user errors", flag_values=fv)
+  if any(a in ("--help", "-h", "--helpfull") for a in argv):
+    print(__doc__)
+    return 0
+  try:
+    fv(["predict", *argv])
+    if not fv.workdir or not fv.video:
+      raise UserError("expected --workdir=RUN and --video=FILE")
+    result = predict_video(fv.workdir, fv.video, fv.q, fv.checkpoint)
+    out = fv.out or os.path.join(fv.workdir, "predict",
+                                 os.path.splitext(os.path.basename(fv.video))[0])
+    paths = draw(result, out)
+  except (UserError, flags.Error) as e:
+    return cli.print_user_error(e, "--verbose" in argv)
+  for t, top in enumerate(result["top5_per_step"]):
+    mark = "  <- early exit" if t == result["exit_step"] else ""
+    print(f"step {t + 1:2d}: " + ", ".join(f"{c} {p:.2f}" for c, p in top) + mark)
+  print(json.dumps(paths))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

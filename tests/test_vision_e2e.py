@@ -1,0 +1,105 @@
+"""AdaFocusV2 through its entry points: `python -m jaxvision.main` (smoke: built-in data built on
+first use, two-pass training, validation and the best checkpoint, test evaluation with early exit
+and patch statistics), `python -m jaxvision.predict` on a generated mp4, and bad inputs that must
+print one line naming the culprit, exit 2 and write nothing."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(module, *args, timeout=900):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+  return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _one_error_line(proc, *needles):
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+  for needle in needles:
+    assert needle in lines[0], lines[0]
+
+
+def _video(path, frames, size=(48, 64)):
+  from jaxvision.data.video import write_video
+  rng = np.random.default_rng(0)
+  write_video(path, rng.integers(0, 256, (frames, *size, 3)).astype(np.uint8), fps=8)
+  return path
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("adafocus")
+  workdir, data = tmp / "run", tmp / "data"
+  proc = _run("jaxvision.main", "--config=configs/adafocusv2.py:smoke", f"--workdir={workdir}",
+              f"--config.data.dir={data}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir, data, tmp
+
+
+def test_main_smoke_run(smoke_run):
+  workdir, data, _ = smoke_run
+  assert (data / "meta.json").exists()  # the built-in dataset was built on first use
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["step"] == 4 and summary["name"] == "adafocusv2:smoke"
+  ev = summary["eval"]
+  assert len(ev["test_score_per_step"]) == 4 and 0.0 <= ev["test_score"] <= 1.0
+  assert 0.0 <= ev["patch_contains_digit"] <= 1.0 and 0.0 <= ev["patch_contains_digit_random"] <= 1
+  assert ev["early_exit"] and all(p["avg_cost"] > 0 for p in ev["early_exit"])
+  assert summary["gflops_per_video"] == pytest.approx(4 * summary["gflops_per_frame"])
+  assert [e["step"] for e in summary["eval_history"]] == [4]
+  assert (workdir / "best" / "best.json").exists() and (workdir / "early_exit.png").exists()
+  losses = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert any("train/loss_random_pass" in r for r in losses)
+
+
+def test_predict_on_a_generated_mp4(smoke_run):
+  workdir, _, tmp = smoke_run
+  video = _video(tmp / "clip.mp4", 12)
+  proc = _run("jaxvision.predict", f"--workdir={workdir}", f"--video={video}",
+              f"--out={tmp / 'pred'}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  steps = [l for l in proc.stdout.splitlines() if l.startswith("step")]
+  assert len(steps) == 4 and sum("<- early exit" in l for l in steps) == 1
+  out = json.loads((tmp / "pred" / "prediction.json").read_text())
+  assert len(out["boxes"]) == 4 and len(out["top5_per_step"][0]) == 5
+  assert (tmp / "pred" / "strip.png").stat().st_size > 0
+  assert (tmp / "pred" / "patches.gif").stat().st_size > 0
+
+
+def test_predict_bad_videos_fail_cleanly(smoke_run, tmp_path):
+  workdir, _, _ = smoke_run
+  out = tmp_path / "pred"
+  proc = _run("jaxvision.predict", f"--workdir={workdir}", f"--video={tmp_path / 'none.mp4'}",
+              f"--out={out}")
+  _one_error_line(proc, "none.mp4")
+  short = _video(tmp_path / "short.mp4", 2)      # T = 4 frames needed
+  _one_error_line(_run("jaxvision.predict", f"--workdir={workdir}", f"--video={short}",
+                       f"--out={out}"), "short.mp4", "2")
+  corrupt = tmp_path / "corrupt.mp4"
+  corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+  _one_error_line(_run("jaxvision.predict", f"--workdir={workdir}", f"--video={corrupt}",
+                       f"--out={out}"), "corrupt.mp4")
+  assert not out.exists()
+
+
+def test_bad_config_and_list_fail_before_writing(tmp_path):
+  workdir = tmp_path / "run"
+  proc = _run("jaxvision.main", "--config=configs/adafocusv2.py:smoke", f"--workdir={workdir}",
+              f"--config.data.dir={tmp_path / 'data'}", "--config.model.patch_size=96")
+  _one_error_line(proc, "patch_size=96")
+  lst = tmp_path / "train.txt"
+  (tmp_path / "frames" / "v0").mkdir(parents=True)
+  lst.write_text("v0 abc 3\n")
+  proc = _run("jaxvision.main", "--config=configs/adafocusv2.py:smoke", f"--workdir={workdir}",
+              "--config.data.source=list", f"--config.data.root={tmp_path / 'frames'}",
+              f"--config.data.train_list={lst}")
+  _one_error_line(proc, "train.txt", "abc")
+  assert not workdir.exists()
