@@ -101,7 +101,9 @@ def model_macs(model: nnx.Module, x: Any, method: str | None = None, *,
     m.eval()
     return (m if method is None else getattr(m, method))(x)
 
-  return counters[count](apply, _abstract(state), _abstract(x))
+  from jaxvision.models.layers import standard_convolutions
+  with standard_convolutions():  # count the convolutions the published figures count
+    return counters[count](apply, _abstract(state), _abstract(x))
 
 
 # ------------------------------------------------------------------------------------ AdaFocusV2

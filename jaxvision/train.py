@@ -80,12 +80,15 @@ def labels_of(clips: VideoClips) -> np.ndarray:
   return np.stack([clips.label(v) for v in range(clips.num_videos)])
 
 
-def predict(model, clips: VideoClips, batch_size: int) -> dict[str, np.ndarray]:
-  """Per-step logits [N, T, C] and patch positions [N, T, 2] (model frame order), eval mode."""
-  def fn(m, frames):
-    out = m(frames)
-    return {"logits": out["logits"], "actions": out["actions"]}
-  return batched_apply(model, fn, (FramesView(clips),), batch_size)
+def predict(model, clips: VideoClips, batch_size: int, actions: np.ndarray | None = None
+            ) -> dict[str, np.ndarray]:
+  """Per-step logits [N, T, C], per-frame global-head logits and patch positions [N, T, 2]
+  (model frame order), eval mode; ``actions`` replaces the policy's patch positions."""
+  def fn(m, frames, *given):
+    out = m(frames, actions=given[0] if given else None)
+    return {k: out[k] for k in ("logits", "global_logits", "actions")}
+  arrays = (FramesView(clips),) + (() if actions is None else (actions.astype(np.float32),))
+  return batched_apply(model, fn, arrays, batch_size)
 
 
 def _score(logits: np.ndarray, labels: np.ndarray, multilabel: bool) -> float:
@@ -153,6 +156,14 @@ def evaluate_test(config: ml_collections.ConfigDict, model, workdir: str, flops_
       early_exit.save_curve(points, os.path.join(workdir, "early_exit.json"),
                             os.path.join(workdir, "early_exit.png"))
     res["early_exit"] = [{k: p[k] for k in ("q", "score", "avg_cost")} for p in points]
+  # Ablations of the same trained network, at the same cost: uniformly random and centred patches
+  # instead of the policy's; and its global CNN alone (per-frame global head, averaged over frames).
+  shape = out["actions"].shape
+  for name, actions in (("random_patches", np.random.default_rng(config.seed).uniform(size=shape)),
+                        ("center_patches", np.full(shape, 0.5))):
+    logits = predict(model, test, config.eval.batch_size, actions)["logits"]
+    res[f"test_score_{name}"] = _score(logits[:, -1], labels, multilabel)
+  res["test_score_global_only"] = _score(out["global_logits"].mean(1), labels, multilabel)
   if config.data.source == "builtin":
     res.update(patch_hits(config, test, out["actions"], "test", config.seed))
   return res

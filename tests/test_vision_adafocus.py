@@ -137,6 +137,8 @@ def test_train_step_on_2x4_mesh_matches_one_device():
   (d1, p1, r1), (d8, p8, r8) = results
   for key in ("loss", "loss_policy_pass", "loss_random_pass"):
     np.testing.assert_allclose(d1[key], d8[key], rtol=1e-5, err_msg=key)
-  np.testing.assert_allclose(d1["grad_norm"], d8["grad_norm"], rtol=1e-3)
+  # The policy's gradient comes through the crop's derivative w.r.t. the patch position, which
+  # jumps where a patch edge crosses a pixel: float noise in the positions moves it slightly.
+  np.testing.assert_allclose(d1["grad_norm"], d8["grad_norm"], rtol=1e-2)
   chex.assert_trees_all_close(p1, p8, rtol=1e-4, atol=1e-3)   # the update's norm is ~0.6
   chex.assert_trees_all_close(r1, r8, rtol=1e-4, atol=1e-5)   # batch statistics

@@ -53,6 +53,8 @@ def test_main_smoke_run(smoke_run):
   assert len(ev["test_score_per_step"]) == 4 and 0.0 <= ev["test_score"] <= 1.0
   assert 0.0 <= ev["patch_contains_digit"] <= 1.0 and 0.0 <= ev["patch_contains_digit_random"] <= 1
   assert ev["early_exit"] and all(p["avg_cost"] > 0 for p in ev["early_exit"])
+  for key in ("test_score_random_patches", "test_score_center_patches", "test_score_global_only"):
+    assert 0.0 <= ev[key] <= 1.0, key
   assert summary["gflops_per_video"] == pytest.approx(4 * summary["gflops_per_frame"])
   assert [e["step"] for e in summary["eval_history"]] == [4]
   assert (workdir / "best" / "best.json").exists() and (workdir / "early_exit.png").exists()

@@ -273,12 +273,15 @@ class AdaFocusV2(nnx.Module):
             "actions": actions.reshape(b, c.num_frames, 2)}
 
   # -- forward ------------------------------------------------------------------------------------
-  def __call__(self, frames: Array, *, rngs: nnx.Rngs | None = None) -> dict:
-    """One pass with the policy's patches: ``logits`` [B, T, C] after every frame (in model
-    order), ``global_logits`` and ``local_logits`` per frame, ``actions`` [B, T, 2]."""
+  def __call__(self, frames: Array, *, rngs: nnx.Rngs | None = None,
+               actions: Array | None = None) -> dict:
+    """One pass with the policy's patches (or the given ``actions`` [B, T, 2], model order):
+    ``logits`` [B, T, C] after every frame (in model order), ``global_logits`` and
+    ``local_logits`` per frame, ``actions`` [B, T, 2]."""
     x = self.normalize(frames)
     fmap, global_feat = self.glance(x)
-    out = self.focus(x, self.policy(fmap), global_feat, rngs)
+    a = self.policy(fmap) if actions is None else actions.reshape(-1, 2).astype(jnp.float32)
+    out = self.focus(x, a, global_feat, rngs)
     out["global_logits"] = self.global_head(global_feat, rngs).reshape(out["logits"].shape)
     return out
 
