@@ -8,7 +8,8 @@ Variants:
   builtin (default)  The built-in dataset (real MNIST digits moving over real video backgrounds,
                      10 classes, 224x224 frames), built into data.dir on first use. A CPU-sized
                      model: frames resized to 128, T = 8, P = 64, MobileNetV2 x0.5 and a ResNet-18
-                     local CNN (the same 224-pixel model ran at 18.6 s per step on 2 CPU cores).
+                     local CNN. 6.2 s per step on 2 CPU cores (600 steps: about an hour; no
+                     trained result measured yet).
   smoke              A tiny model on a tiny built-in dataset for a few steps: checks the pipeline.
   actnet_p{96,128,160}, fcvid_p{96,128,160}, minik_p{96,128,160}
                      The paper's settings (MobileNetV2 + ResNet-50, T = 16, SGD, cosine, 50 epochs,
