@@ -28,18 +28,12 @@ def batched_apply(model: nnx.Module, fn: Callable, arrays: tuple[Any, ...],
   graphdef, state = nnx.split(model)
   mesh = mesh_lib.mesh_of(state)
   if mesh is None:
-    shards, place, jit_kw = 1, (lambda c: c), {}
+    shards, place, out_sharding = 1, (lambda c: c), None
   else:
     shards = mesh_lib.data_parallel_size(mesh)
-    place, jit_kw = (lambda c: mesh_lib.shared_batch(c, mesh)), {
-        "out_shardings": mesh_lib.replicated(mesh)}
+    place, out_sharding = (lambda c: mesh_lib.shared_batch(c, mesh)), mesh_lib.replicated(mesh)
   size = -(-batch_size // shards) * shards
-
-  @functools.partial(jax.jit, **jit_kw)
-  def apply(state, *batch):
-    model = nnx.merge(graphdef, state)
-    model.eval()  # dropout off, batch norm from its running statistics
-    return fn(model, *batch)
+  apply = _jitted(graphdef, fn, out_sharding)
 
   n = len(arrays[0])
   outs, compiled = [], None
@@ -50,8 +44,34 @@ def batched_apply(model: nnx.Module, fn: Callable, arrays: tuple[Any, ...],
       chunk = [np.concatenate([c, np.repeat(c[-1:], pad, axis=0)]) for c in chunk]
     chunk = [place(c) for c in chunk]
     if compiled is None:  # one shape for every batch: compile once, line the processes up
-      compiled = apply.lower(state, *chunk).compile()
-      distributed.barrier("inference compiled")
+      compiled = _compiled(apply, state, chunk)
     outs.append(jax.tree.map(lambda y: np.asarray(y)[:size - pad],
                              jax.device_get(compiled(state, *chunk))))
   return jax.tree.map(lambda *ys: np.concatenate(ys), *outs)
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted(graphdef: Any, fn: Callable, out_sharding: Any) -> Callable:
+  def apply(state, *batch):
+    model = nnx.merge(graphdef, state)
+    model.eval()  # dropout off, batch norm from its running statistics
+    return fn(model, *batch)
+  return jax.jit(apply) if out_sharding is None else jax.jit(apply, out_shardings=out_sharding)
+
+
+_COMPILED: dict = {}
+
+
+def _compiled(apply: Callable, state: Any, chunk: list) -> Any:
+  """The compiled program for these input shapes and shardings: compiled once per process (so a
+  periodic evaluation with a module-level ``fn`` does not recompile), the processes lined up after
+  a new compile (see ``distributed.barrier``)."""
+  leaves = jax.tree.leaves((state, chunk))
+  key = (apply, jax.tree.structure((state, chunk)),
+         tuple((x.shape, x.dtype, getattr(x, "sharding", None)) for x in leaves))
+  if key not in _COMPILED:
+    if len(_COMPILED) >= 32:
+      _COMPILED.pop(next(iter(_COMPILED)))
+    _COMPILED[key] = apply.lower(state, *chunk).compile()
+    distributed.barrier("inference compiled")
+  return _COMPILED[key]

@@ -84,11 +84,14 @@ def predict(model, clips: VideoClips, batch_size: int, actions: np.ndarray | Non
             ) -> dict[str, np.ndarray]:
   """Per-step logits [N, T, C], per-frame global-head logits and patch positions [N, T, 2]
   (model frame order), eval mode; ``actions`` replaces the policy's patch positions."""
-  def fn(m, frames, *given):
-    out = m(frames, actions=given[0] if given else None)
-    return {k: out[k] for k in ("logits", "global_logits", "actions")}
   arrays = (FramesView(clips),) + (() if actions is None else (actions.astype(np.float32),))
-  return batched_apply(model, fn, arrays, batch_size)
+  return batched_apply(model, _outputs, arrays, batch_size)
+
+
+def _outputs(model, frames, actions=None) -> dict:
+  """Module level, so that periodic evaluations reuse one compiled program."""
+  out = model(frames, actions=actions)
+  return {k: out[k] for k in ("logits", "global_logits", "actions")}
 
 
 def _score(logits: np.ndarray, labels: np.ndarray, multilabel: bool) -> float:

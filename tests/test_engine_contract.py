@@ -161,3 +161,25 @@ def test_config_errors_name_the_culprit(tmp_path):
   with pytest.raises(ConfigError, match="no evaluators"):
     loop.train(config=config, workdir=str(tmp_path), task=task, train_iter=h.ArrayIterator(16))
   assert not (tmp_path / "checkpoints").exists()
+
+
+def _forward(model, x):
+  return model(x)
+
+
+def test_batched_apply_evaluates_in_eval_mode_and_compiles_once():
+  from jaxtrain import inference
+  with nnx.use_eager_sharding(False):
+    model = h.TinyNet(nnx.Rngs(0))
+  model.train()  # batched_apply switches to eval mode itself (dropout off, running BN stats)
+  x = np.random.default_rng(0).normal(size=(21, 8)).astype(np.float32)
+  before = len(inference._COMPILED)
+  first = batched_apply(model, _forward, (x,), 8)
+  again = batched_apply(model, _forward, (x,), 8)     # a periodic evaluation: same program
+  assert len(inference._COMPILED) == before + 1
+  ref = nnx.merge(*nnx.split(model))
+  ref.eval()
+  np.testing.assert_allclose(first, np.asarray(ref(x)), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(first, again)
+  tree = batched_apply(model, lambda m, xb: {"y": m(xb), "n": xb[:, :1]}, (x,), 8)
+  assert tree["y"].shape == (21, 4) and tree["n"].shape == (21, 1)

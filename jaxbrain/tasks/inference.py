@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -14,9 +15,13 @@ from jaxtrain.inference import batched_apply
 EMBEDDING_KINDS = ("pooled", "tokens", "token_fc", "token_fc_seg")
 
 
+def _reconstruct(model: nnx.Module, x: jax.Array, mask: jax.Array) -> jax.Array:
+  return model(x, mask)  # module level: periodic evaluations reuse one compiled program
+
+
 def reconstruct(model: nnx.Module, x: np.ndarray, mask: np.ndarray, batch_size: int) -> np.ndarray:
   """BrainMAE reconstruction of windows ``x`` [W,S,N,L] with masks [W,S,N]."""
-  return batched_apply(model, lambda m, xb, mb: m(xb, mb), (x, mask), batch_size)
+  return batched_apply(model, _reconstruct, (x, mask), batch_size)
 
 
 def embed(model: nnx.Module, x: np.ndarray, batch_size: int, kind: str = "pooled") -> np.ndarray:
