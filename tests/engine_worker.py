@@ -1,5 +1,7 @@
 """Runs the engine in a fresh process (for the multi-process, SIGKILL and SIGTERM tests) on the tiny
-test net (``--model=mlp``: batch norm, dropout, SGD with multipliers, a frozen module, two passes per step) or on BrainMAE pretraining over real HCP windows (``--model=brainmae``).
+test net (``--model=mlp``: batch norm, dropout, SGD with multipliers, a frozen module, two passes per
+step), on BrainMAE pretraining over real HCP windows (``--model=brainmae``) or on the smoke-sized
+AdaFocusV2 with random frames (``--model=adafocus``).
 Writes the final parameters to --out (npz) and a result line to stdout."""
 import argparse
 import json
@@ -9,7 +11,7 @@ import time
 
 p = argparse.ArgumentParser()
 p.add_argument("--workdir", required=True)
-p.add_argument("--model", choices=("mlp", "brainmae"), default="mlp")
+p.add_argument("--model", choices=("mlp", "brainmae", "adafocus"), default="mlp")
 p.add_argument("--out", default="")
 p.add_argument("--steps", type=int, default=8)
 p.add_argument("--checkpoint_every", type=int, default=0)
@@ -67,6 +69,21 @@ if args.model == "mlp":
   it = h.ArrayIterator(config.train.batch_size, process_index=jax.process_index(),
                        process_count=jax.process_count())
   task = h.make_task()
+elif args.model == "adafocus":
+  from jaxtrain.config import load_config  # noqa: E402
+  from jaxtrain.data import InMemorySource, make_loader  # noqa: E402
+  from jaxvision.train import task as adafocus_task  # noqa: E402
+
+  config = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "configs", "adafocusv2.py:smoke"))
+  config.train.update(dict(steps=args.steps, checkpoint_every=args.checkpoint_every,
+                           batch_size=8, log_every=1, eval_every=0, best_metric=""))
+  m = config.model
+  rng = np.random.default_rng(0)
+  frames = rng.integers(0, 256, (32, m.num_frames, m.image_size, m.image_size, 3), dtype=np.uint8)
+  it = make_loader(InMemorySource({"frames": frames, "label": np.arange(32, dtype=np.int32) % 10}),
+                   global_batch_size=8, seed=0)
+  task = adafocus_task(config)
 else:
   from jaxtrain.data import InMemorySource, make_loader  # noqa: E402
   from jaxbrain.tasks.pretrain import pretrain_task  # noqa: E402
