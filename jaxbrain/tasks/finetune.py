@@ -28,7 +28,7 @@ def parse_target(text: str) -> tuple[str, str]:
   column, _, task = text.partition(":")
   if task not in TASKS:
     raise ConfigError(f"config.finetune.targets entry {text!r}: expected 'column:task' with task "
-                     f"in {TASKS}")
+                      f"in {TASKS}")
   return column, task
 
 
@@ -87,7 +87,7 @@ def cross_validate(config: ml_collections.ConfigDict, workdir: str, data: FmriDa
   """k-fold subject-level CV for every target and mode; returns {target: {mode: mean/std}}."""
   if data.labels is None:
     raise ConfigError("fine-tuning needs labels: set config.data.labels_csv (or use the synthetic "
-                     "source, which has 'class' and 'score')")
+                      "source, which has 'class' and 'score')")
   ft = config.finetune
   results = {}
   for target in ft.targets:

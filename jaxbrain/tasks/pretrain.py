@@ -40,7 +40,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str, train_x: np.ndarra
   source = InMemorySource({"x": train_x})
   if len(source) < config.train.batch_size:
     raise ConfigError(f"{len(source)} training windows, fewer than config.train.batch_size="
-                     f"{config.train.batch_size}")
+                      f"{config.train.batch_size}")
   train_iter = make_loader(source, global_batch_size=config.train.batch_size, seed=config.seed,
                            fields=("x",))
   evaluators = () if val_x is None else (reconstruction_evaluator("val", val_x, config),)

@@ -20,11 +20,11 @@ def check_model_matches_data(config: ml_collections.ConfigDict, data: inputs.Fmr
   for field, want in (("num_rois", n), ("seg_len", seg)):
     if config.model[field] != want:
       raise ConfigError(f"config.model.{field}={config.model[field]} but the data has {want} "
-                       f"({'ROIs' if field == 'num_rois' else 'frames per segment of config.data.tau_s'}); "
-                       f"set --config.model.{field}={want}")
+                        f"({'ROIs' if field == 'num_rois' else 'frames per segment of config.data.tau_s'}); "
+                        f"set --config.model.{field}={want}")
   if config.data.num_segments > config.model.num_segments:
     raise ConfigError(f"config.data.num_segments={config.data.num_segments} exceeds "
-                     f"config.model.num_segments={config.model.num_segments}")
+                      f"config.model.num_segments={config.model.num_segments}")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
