@@ -93,7 +93,7 @@ def main() -> None:
     r["matmul_flops_per_s"] = rate
     r["fraction_of_matmul"] = r["achieved_flops_per_s"] / rate
     print(json.dumps(r))
-  print(f"\n| config | batch | steps/s | samples/s | GFLOP/step | GFLOP/s | of matmul | peak mem (GiB) |")
+  print("\n| config | batch | steps/s | samples/s | GFLOP/step | GFLOP/s | of matmul | peak mem (GiB) |")
   print("|---|---|---|---|---|---|---|---|")
   for r in rows:
     print(f"| {r['config']} | {r['batch_size']} | {r['steps_per_s']:.2f} | "

@@ -48,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
-  c.mesh.cpu_devices = 2
+  c.mesh.cpu_devices = 1  # 2 CPU devices: faster inference, slower training (benchmarks/RESULTS.md)
   c.mesh.rules = (("embed", None), ("mlp", None), ("vocab", None), ("conv_in", None),
                   ("conv_out", None))
 

@@ -47,7 +47,7 @@ def bandpass(x: np.ndarray, tr: float, low_hz: float | None = None, high_hz: flo
     sos = scipy.signal.butter(order, high_hz, btype="lowpass", fs=1.0 / tr, output="sos")
   x64 = np.asarray(x, np.float64)
   padlen = 3 * (2 * len(sos) + 1 - min((sos[:, 2] == 0).sum(), (sos[:, 5] == 0).sum()))
-  check_length(x64.shape[-1], padlen + 1, source, tr=tr, what=f"the band-pass filter's padding")
+  check_length(x64.shape[-1], padlen + 1, source, tr=tr, what="the band-pass filter's padding")
   return scipy.signal.sosfiltfilt(sos, x64, axis=-1).astype(np.float32)
 
 
