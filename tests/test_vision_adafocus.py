@@ -105,6 +105,14 @@ def test_two_pass_gradients_reach_the_policy_only_through_its_own_pass():
   g = jax.grad(action_loss)(params)
   assert norm(g["global_cnn"]) == 0.0 and norm(g["policy"]) > 0.0
 
+  # Multi-hot labels (ActivityNet, FCVID) train on one label: the lowest-numbered one.
+  batch = {"frames": x, "label": labels}
+  hot = {"frames": x, "label": jnp.zeros((2, 10)).at[0, 3].set(1).at[0, 8].set(1).at[1, 7].set(1)}
+  rng = jax.random.key(5)
+  single = afv2.train_loss(nnx.merge(graphdef, params, rest, copy=True), batch, rng, 0)[0]
+  multi = afv2.train_loss(nnx.merge(graphdef, params, rest, copy=True), hot, rng, 0)[0]
+  assert float(single) == pytest.approx(float(multi), rel=1e-6)
+
 
 def optax_norm(tree):
   import optax

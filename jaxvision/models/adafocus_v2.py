@@ -316,12 +316,15 @@ def pass_loss(out: dict, labels: Array) -> Array:
 
 def train_loss(model: AdaFocusV2, batch: dict, rng: Array, step: Array) -> tuple[Array, dict]:
   """The engine's loss: both passes, averaged (as the official training). ``batch``: ``frames``
-  [B, T, H, W, 3] uint8, ``label`` [B] int32 (multi-label datasets train on their first label)."""
+  [B, T, H, W, 3] uint8, ``label`` [B] int32 or multi-hot [B, C] (multi-label datasets train with
+  cross-entropy on one label, as the official code does; here the lowest-numbered one)."""
   del step
   patch_key, drop_key = jax.random.split(rng)
   policy_out, random_out = model.two_pass_outputs(batch["frames"], patch_key,
                                                   nnx.Rngs(dropout=drop_key))
   labels = batch["label"]
+  if labels.ndim == 2:
+    labels = jnp.argmax(labels, axis=-1)
   loss_policy, loss_random = pass_loss(policy_out, labels), pass_loss(random_out, labels)
   correct = jnp.argmax(policy_out["logits"], -1) == labels[:, None]
   return 0.5 * (loss_policy + loss_random), {
