@@ -161,7 +161,8 @@ def mean_average_precision(scores: ArrayLike, labels: ArrayLike, *, skip_empty: 
   return float(np.mean(aps))
 
 
-def _score(outputs: np.ndarray, labels: np.ndarray, metric: str, skip_empty: bool) -> float:
+def score(outputs: np.ndarray, labels: np.ndarray, metric: str, skip_empty: bool = True) -> float:
+  """Top-1 accuracy (integer labels [N]) or mAP (multi-hot [N, C], ranking softmax) of outputs [N, C]."""
   if metric == "top1":
     if labels.shape != outputs.shape[:1]:
       raise ValueError(f"top1 needs integer labels [N={outputs.shape[0]}], got shape {labels.shape}")
@@ -187,9 +188,9 @@ def evaluate(logits_test: ArrayLike, labels: ArrayLike, thresholds: ArrayLike, c
   n, t, _ = x.shape
   steps = exit_steps(confidence(x, kind), thresholds)
   outputs = x[np.arange(n), steps]
-  score = _score(outputs, y, metric, skip_empty)
+  value = score(outputs, y, metric, skip_empty)
   counts = np.bincount(steps, minlength=t)
-  return {"metric": metric, "score": score, ("accuracy" if metric == "top1" else "map"): score,
+  return {"metric": metric, "score": value, ("accuracy" if metric == "top1" else "map"): value,
           "avg_cost": float(fixed_cost + cost_per_step * np.mean(steps + 1)),
           "exit_fractions": (counts / n).tolist(), "exit_counts": counts.tolist()}
 

@@ -50,17 +50,14 @@ def load_run(workdir: str, which: str = "best") -> tuple[Any, Any]:
         break
   else:
     raise UserError(f"{workdir}: no checkpoint in {' or '.join(folders)}")
-  config.mesh.shape = ml_collections.ConfigDict({"data": 1})
   import jax
-  program = loop.build_program(config, task(config), mesh=_one_device_mesh(jax))
+
+  from jaxtrain import mesh as mesh_lib
+  one_device = mesh_lib.make_mesh({"shape": {"data": 1}}, devices=jax.devices()[:1])
+  program = loop.build_program(config, task(config), mesh=one_device)
   state = ckpt.restore(step, program.abstract_state)
   ckpt.close()
   return config, program.model(state)
-
-
-def _one_device_mesh(jax):
-  from jaxtrain import mesh as mesh_lib
-  return mesh_lib.make_mesh({"shape": {"data": 1}}, devices=jax.devices()[:1])
 
 
 def read_clip(video: str, num_frames: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -95,9 +95,7 @@ def _outputs(model, frames, actions=None) -> dict:
 
 
 def _score(logits: np.ndarray, labels: np.ndarray, multilabel: bool) -> float:
-  if multilabel:
-    return early_exit.mean_average_precision(early_exit.softmax(logits), labels)
-  return float(np.mean(np.argmax(logits, -1) == labels))
+  return early_exit.score(logits, labels, "map" if multilabel else "top1")
 
 
 def val_evaluator(config: ml_collections.ConfigDict, clips: VideoClips) -> Evaluator:

@@ -18,8 +18,7 @@ random ones; the global CNN runs once for both, and the random pass does not dep
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +29,7 @@ from flax import nnx
 
 from jaxtrain.errors import ConfigError
 from jaxvision.models import crop as crop_lib
-from jaxvision.models import mobilenet_v2, resnet
+from jaxvision.models import layers, mobilenet_v2, resnet
 
 RESNETS = {"resnet18": resnet.ResNet18, "resnet34": resnet.ResNet34, "resnet50": resnet.ResNet50}
 
@@ -99,23 +98,12 @@ def input_order(num_frames: int) -> list[int]:
   return out
 
 
-def _param(rngs: nnx.Rngs, init: Callable, shape: tuple, names: tuple) -> nnx.Param:
-  return nnx.Param(init(rngs.params(), shape, jnp.float32), out_sharding=names,
-                   eager_sharding=False)
-
-
-def _linear_init(fan_in: int) -> Callable:
-  """PyTorch's nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases."""
-  bound = 1.0 / math.sqrt(fan_in)
-  return lambda key, shape, dtype: jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
 class Dense(nnx.Module):
   def __init__(self, din: int, dout: int, names: tuple, *, rngs: nnx.Rngs, dtype: Any,
                use_bias: bool = True):
-    init = _linear_init(din)
-    self.kernel = _param(rngs, init, (din, dout), names)
-    self.bias = _param(rngs, init, (dout,), (names[1],)) if use_bias else None
+    init = layers.torch_linear_init(din)
+    self.kernel = layers.param(rngs, init, (din, dout), names)
+    self.bias = layers.param(rngs, init, (dout,), (names[1],)) if use_bias else None
     self.dtype = dtype
 
   def __call__(self, x: Array) -> Array:
@@ -123,20 +111,15 @@ class Dense(nnx.Module):
     return y if self.bias is None else y + self.bias[...].astype(self.dtype)
 
 
-def _batch_norm(n: int, rngs: nnx.Rngs, dtype: Any) -> nnx.BatchNorm:
-  # PyTorch's defaults: momentum 0.1 (flax 0.9), eps 1e-5.
-  return nnx.BatchNorm(n, momentum=0.9, epsilon=1e-5, dtype=dtype, rngs=rngs)
-
-
 class GRU(nnx.Module):
   """PyTorch's single-layer GRU (gates r, z, n; h0 = 0) over axis 1 of x [B, T, din]."""
 
   def __init__(self, din: int, hidden: int, *, rngs: nnx.Rngs, dtype: Any):
-    init = _linear_init(hidden)
-    self.w_ih = _param(rngs, init, (din, 3, hidden), ("embed", None, "mlp"))
-    self.w_hh = _param(rngs, init, (hidden, 3, hidden), ("embed", None, "mlp"))
-    self.b_ih = _param(rngs, init, (3, hidden), (None, "mlp"))
-    self.b_hh = _param(rngs, init, (3, hidden), (None, "mlp"))
+    init = layers.torch_linear_init(hidden)
+    self.w_ih = layers.param(rngs, init, (din, 3, hidden), ("embed", None, "mlp"))
+    self.w_hh = layers.param(rngs, init, (hidden, 3, hidden), ("embed", None, "mlp"))
+    self.b_ih = layers.param(rngs, init, (3, hidden), (None, "mlp"))
+    self.b_hh = layers.param(rngs, init, (3, hidden), (None, "mlp"))
     self.hidden, self.dtype = hidden, dtype
 
   def __call__(self, x: Array) -> Array:
@@ -165,9 +148,9 @@ class PolicySTN(nnx.Module):
   def __init__(self, channels: int, spatial: int, hidden: int, num_frames: int, *,
                rngs: nnx.Rngs, dtype: Any):
     self.conv = Dense(channels, 64, ("conv_in", None), rngs=rngs, dtype=dtype, use_bias=False)
-    self.bn1 = _batch_norm(64, rngs, dtype)
+    self.bn1 = layers.batch_norm(64, rngs=rngs, dtype=dtype)
     self.fc = Dense(64 * spatial, hidden, ("embed", "mlp"), rngs=rngs, dtype=dtype)
-    self.bn2 = _batch_norm(hidden, rngs, dtype)
+    self.bn2 = layers.batch_norm(hidden, rngs=rngs, dtype=dtype)
     self.gru = GRU(hidden, hidden, rngs=rngs, dtype=dtype)
     self.out = Dense(hidden, 2, ("mlp", None), rngs=rngs, dtype=dtype)
     self.num_frames = num_frames
@@ -188,11 +171,11 @@ class PoolingClassifier(nnx.Module):
   def __init__(self, din: int, hidden: int, num_frames: int, num_classes: int, dropout: float, *,
                rngs: nnx.Rngs, dtype: Any):
     self.fc = Dense(din, hidden, ("embed", "mlp"), rngs=rngs, dtype=dtype)
-    self.bn = _batch_norm(hidden, rngs, dtype)
+    self.bn = layers.batch_norm(hidden, rngs=rngs, dtype=dtype)
     self.drop = nnx.Dropout(dropout)
-    init = _linear_init(hidden)
-    self.heads_kernel = _param(rngs, init, (num_frames, hidden, num_classes), (None, "mlp", "vocab"))
-    self.heads_bias = _param(rngs, init, (num_frames, num_classes), (None, "vocab"))
+    init = layers.torch_linear_init(hidden)
+    self.heads_kernel = layers.param(rngs, init, (num_frames, hidden, num_classes), (None, "mlp", "vocab"))
+    self.heads_bias = layers.param(rngs, init, (num_frames, num_classes), (None, "vocab"))
     self.dtype = dtype
 
   def __call__(self, x: Array, rngs: nnx.Rngs | None = None) -> Array:

@@ -25,7 +25,6 @@ has no counterpart); linear ``weight`` [O, I] -> ``kernel`` [I, O].
 from __future__ import annotations
 
 import contextlib
-
 import math
 from typing import Any, Callable
 
