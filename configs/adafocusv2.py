@@ -10,6 +10,11 @@ Variants:
                      model: frames resized to 128, T = 8, P = 64, MobileNetV2 x0.5 and a ResNet-18
                      local CNN. 6.2 s per step on 2 CPU cores (600 steps: about an hour; no
                      trained result measured yet).
+  builtin_random     Baseline, same cost: the same network trained and run on uniformly random
+                     patches (no policy, one pass per step).
+  builtin_global     Baseline, same cost: MobileNetV2 x1.0 alone on whole frames resized to 168
+                     (189 MMACs per frame with its classifier; AdaFocus above: 185), same
+                     classifier and training.
   smoke              A tiny model on a tiny built-in dataset for a few steps: checks the pipeline.
   actnet_p{96,128,160}, fcvid_p{96,128,160}, minik_p{96,128,160}
                      The paper's settings (MobileNetV2 + ResNet-50, T = 16, SGD, cosine, 50 epochs,
@@ -79,6 +84,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.update(dict(steps=600, epochs=0, batch_size=8, eval_every=200,
                         best_metric="val/accuracy", checkpoint_every=200))
     c.optim.update(dict(lr=0.01, warmup_steps=50))
+  elif variant in ("builtin_random", "builtin_global"):
+    c = get_config("builtin")
+    c.name = f"adafocusv2:{variant}"
+    if variant == "builtin_random":
+      c.model.patch_policy = "random"
+    else:  # MobileNetV2 x1.0 on whole 168 px frames: 189 MMACs/frame (AdaFocus: 185)
+      c.model.update(dict(patch_policy="none", global_width=1.0, image_size=168))
   elif variant == "smoke":
     c.data.dir = "data/builtin_video_smoke"
     c.data.builtin = dict(train=8, val=4, test=4, frames=4, size=64, seed=0)

@@ -130,7 +130,8 @@ def adafocus_costs(model_cfg: Any, count: str = "matmul") -> dict[str, float]:
   f32 = jax.numpy.float32
   frame = jax.ShapeDtypeStruct((1, s, s, 3), f32)
   fmap = jax.eval_shape(lambda m, x: m.features(x), model.global_cnn, frame)
-  cg, cl = model.global_cnn.num_features, model.local_cnn.num_features
+  cg = model.global_cnn.num_features
+  cl = 0 if model.local_cnn is None else model.local_cnn.num_features
   video_fmaps = jax.ShapeDtypeStruct((t,) + fmap.shape[1:], fmap.dtype)
 
   def part(module, x, method=None):
@@ -138,17 +139,20 @@ def adafocus_costs(model_cfg: Any, count: str = "matmul") -> dict[str, float]:
 
   costs = {
       "global_cnn": part(model.global_cnn, frame, "features"),
-      "policy": part(model.policy, video_fmaps) / t,
-      "local_cnn": part(model.local_cnn, jax.ShapeDtypeStruct((1, p, p, 3), f32), "features"),
+      "policy": 0.0 if model.policy is None else part(model.policy, video_fmaps) / t,
+      "local_cnn": 0.0,
       "classifier": (part(model.classifier, jax.ShapeDtypeStruct((1, t, cg + cl), f32)) / t
-                     + part(model.global_head, jax.ShapeDtypeStruct((1, cg), f32))
-                     + part(model.local_head, jax.ShapeDtypeStruct((1, cl), f32))),
+                     + part(model.global_head, jax.ShapeDtypeStruct((1, cg), f32))),
+      "crop": 0.0,
   }
-  if count == "matmul":
-    costs["crop"] = 4.0 * p * p * 3
-  else:
-    costs["crop"] = macs(lambda x, a: crop_lib.crop_patches(x, a, p), frame,
-                         jax.ShapeDtypeStruct((1, 2), f32))
+  if model.local_cnn is not None:
+    costs["local_cnn"] = part(model.local_cnn, jax.ShapeDtypeStruct((1, p, p, 3), f32), "features")
+    costs["classifier"] += part(model.local_head, jax.ShapeDtypeStruct((1, cl), f32))
+    if count == "matmul":
+      costs["crop"] = 4.0 * p * p * 3
+    else:
+      costs["crop"] = macs(lambda x, a: crop_lib.crop_patches(x, a, p), frame,
+                           jax.ShapeDtypeStruct((1, 2), f32))
   costs["total_per_frame"] = sum(costs.values())
   costs["total_per_video"] = costs["total_per_frame"] * t
   return costs

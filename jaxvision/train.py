@@ -91,7 +91,7 @@ def predict(model, clips: VideoClips, batch_size: int, actions: np.ndarray | Non
 def _outputs(model, frames, actions=None) -> dict:
   """Module level, so that periodic evaluations reuse one compiled program."""
   out = model(frames, actions=actions)
-  return {k: out[k] for k in ("logits", "global_logits", "actions")}
+  return {k: out[k] for k in ("logits", "global_logits", "actions") if k in out}
 
 
 def _score(logits: np.ndarray, labels: np.ndarray, multilabel: bool) -> float:
@@ -157,6 +157,9 @@ def evaluate_test(config: ml_collections.ConfigDict, model, workdir: str, flops_
       early_exit.save_curve(points, os.path.join(workdir, "early_exit.json"),
                             os.path.join(workdir, "early_exit.png"))
     res["early_exit"] = [{k: p[k] for k in ("q", "score", "avg_cost")} for p in points]
+  res["test_score_global_only"] = _score(out["global_logits"].mean(1), labels, multilabel)
+  if "actions" not in out:  # the global-only baseline
+    return res
   # Ablations of the same trained network, at the same cost: uniformly random and centred patches
   # instead of the policy's; and its global CNN alone (per-frame global head, averaged over frames).
   shape = out["actions"].shape
@@ -164,7 +167,6 @@ def evaluate_test(config: ml_collections.ConfigDict, model, workdir: str, flops_
                         ("center_patches", np.full(shape, 0.5))):
     logits = predict(model, test, config.eval.batch_size, actions)["logits"]
     res[f"test_score_{name}"] = _score(logits[:, -1], labels, multilabel)
-  res["test_score_global_only"] = _score(out["global_logits"].mean(1), labels, multilabel)
   if config.data.source == "builtin":
     res.update(patch_hits(config, test, out["actions"], "test", config.seed))
   return res

@@ -173,3 +173,44 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
   assert got.keys() == want.keys() and any("mean" in k for k in got)   # batch statistics too
   for k in got:
     np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_baselines_random_patches_and_global_only():
+  """``patch_policy='random'``: no policy, one pass on uniformly random patches from the key;
+  ``'none'``: no crop and no local CNN, the classifier reads the global features."""
+  x, labels = _frames(2, _config()), jnp.array([3, 7])
+  for policy in ("random", "none"):
+    config = _config(patch_policy=policy)
+    model = _model(config)
+    assert model.policy is None and (model.local_cnn is None) == (policy == "none")
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p, key):
+      m = nnx.merge(graphdef, p, rest, copy=True)
+      return afv2.train_loss(m, {"frames": jnp.asarray(x), "label": labels}, key, 0)[0]
+
+    value, grads = jax.value_and_grad(loss)(params, jax.random.key(0))
+    assert np.isfinite(float(value)) and float(optax_norm(grads["global_cnn"])) > 0
+    model.eval()
+    out = model(jnp.asarray(x))
+    assert out["logits"].shape == (2, config.model.num_frames, 10)
+    if policy == "none":
+      assert "actions" not in out and "local_cnn" not in grads
+      continue
+    assert float(optax_norm(grads["local_cnn"])) > 0
+    a = np.asarray(model(jnp.asarray(x), key=jax.random.key(1))["actions"])
+    b = np.asarray(model(jnp.asarray(x), key=jax.random.key(2))["actions"])
+    assert a.shape == (2, config.model.num_frames, 2) and np.all((a >= 0) & (a <= 1))
+    assert not np.allclose(a, b)  # drawn from the key, not from the frames
+    c = np.asarray(model(jnp.asarray(255 - x), key=jax.random.key(1))["actions"])
+    np.testing.assert_array_equal(a, c)
+
+
+def test_builtin_baselines_cost_what_adafocus_costs():
+  from jaxvision import flops
+  cost = {v: flops.adafocus_costs(load_config(os.path.join(ROOT, f"configs/adafocusv2.py:{v}")
+                                              ).model)["total_per_frame"]
+          for v in ("builtin", "builtin_random", "builtin_global")}
+  assert cost["builtin_random"] == pytest.approx(cost["builtin"], rel=0.03)   # minus the policy
+  assert cost["builtin_global"] == pytest.approx(cost["builtin"], rel=0.03)

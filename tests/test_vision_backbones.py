@@ -308,6 +308,55 @@ def np_conv(x, w, stride=1, groups=1):
   return out
 
 
+def np_depthwise_vjp(x, w, dy, stride):
+  """Gradients of the depthwise convolution w.r.t. x and w [k, k, 1, C] by scattering every output's
+  gradient back to the inputs and kernel taps it read (float64)."""
+  k = w.shape[0]
+  p = (k - 1) // 2
+  xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+  ho, wo = dy.shape[1:3]
+  for i in range(k):
+    for j in range(k):
+      rows, cols = slice(i, i + stride * ho, stride), slice(j, j + stride * wo, stride)
+      dxp[:, rows, cols, :] += dy * w[i, j, 0]
+      dw[i, j, 0] = np.sum(xp[:, rows, cols, :] * dy, axis=(0, 1, 2))
+  return dxp[:, p:p + x.shape[1], p:p + x.shape[2]], dw
+
+
+@pytest.mark.parametrize("size,k,stride", [(7, 3, 1), (8, 3, 2), (9, 3, 2), (6, 5, 2), (5, 1, 1)])
+def test_depthwise_taps_and_their_gradients_match_numpy_float64(size, k, stride):
+  rng = np.random.default_rng(size + k + stride)
+  x, w = rng.normal(size=(2, size, size + 1, 4)), rng.normal(size=(k, k, 1, 4))
+  y, vjp = jax.vjp(lambda a, b: layers.depthwise_taps(a, b, stride, (k - 1) // 2),
+                   jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32))
+  np.testing.assert_allclose(np.asarray(y), np_conv(x, w, stride, groups=4), rtol=1e-5, atol=1e-5)
+  dy = rng.normal(size=y.shape)
+  dx, dw = vjp(jnp.asarray(dy, jnp.float32))
+  ref_dx, ref_dw = np_depthwise_vjp(x, w, dy, stride)
+  np.testing.assert_allclose(np.asarray(dx), ref_dx, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(dw), ref_dw, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("size,k,stride", [(2, 3, 1), (3, 3, 2), (4, 3, 1), (3, 7, 2)])
+def test_conv_as_tap_matmuls_matches_numpy_float64(size, k, stride):
+  # What ``Conv`` runs on CPU for a map no larger than its kernel; gradients through autodiff.
+  rng = np.random.default_rng(size + k)
+  x, w = rng.normal(size=(2, size, size, 5)), rng.normal(size=(k, k, 5, 6))
+  conv = layers.Conv(5, 6, k, stride=stride, rngs=nnx.Rngs(0))
+  conv.kernel.set_value(jnp.asarray(w, jnp.float32))
+  np.testing.assert_allclose(np.asarray(conv(jnp.asarray(x, jnp.float32))), np_conv(x, w, stride),
+                             rtol=1e-4, atol=1e-4)
+  y, vjp = jax.vjp(lambda a, b: layers.conv_taps_matmul(a, b, stride, (k - 1) // 2),
+                   jnp.asarray(x), jnp.asarray(w))
+  dy = rng.normal(size=y.shape)
+  xla = jax.vjp(lambda a, b: jax.lax.conv_general_dilated(
+      a, b, (stride, stride), [((k - 1) // 2,) * 2] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")),
+      jnp.asarray(x), jnp.asarray(w))[1](jnp.asarray(dy))
+  for got, ref in zip(vjp(jnp.asarray(dy)), xla):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-4, atol=1e-4)
+
+
 def np_params(module) -> dict:
   return {p: np.asarray(v.get_value(), np.float64)
           for p, v in nnx.to_flat_state(nnx.state(module, nnx.Variable))}

@@ -15,6 +15,10 @@ GRU is PyTorch's (gates r, z, n), the classifier has one head per step.
 
 Training runs every batch twice (``two_pass_outputs``): with the policy's patches and with uniformly
 random ones; the global CNN runs once for both, and the random pass does not depend on the policy.
+
+Baselines (``config.model.patch_policy``): ``'random'`` has no policy and is trained and run on
+uniformly random patches (one pass); ``'none'`` is the global CNN alone (no crop, no local CNN: the
+classifier reads the global features).
 """
 from __future__ import annotations
 
@@ -55,6 +59,7 @@ def default_model_config() -> ml_collections.ConfigDict:
   c.dropout = 0.2              # classifier heads (--dropout)
   c.fc_dropout = 0.2           # auxiliary global/local heads (--fc_dropout)
   c.sample_order = True        # frames reordered coarse-to-fine (--sample), for early exit
+  c.patch_policy = "learned"   # AdaFocusV2; baselines: 'random' patches, 'none' (global CNN only)
   c.dtype = "float32"
   return c
 
@@ -69,13 +74,18 @@ def check_config(c: ml_collections.ConfigDict) -> None:
   if c.patch_size > c.image_size:
     bad("patch_size", f"at most config.model.image_size={c.image_size} (the patch is cut from "
         "the frame)")
-  if c.image_size % 32:
-    bad("image_size", "a multiple of 32 (the backbones' stride)")
+  if c.image_size % 32 and c.patch_policy == "learned":
+    bad("image_size", "a multiple of 32 (the policy reads the global CNN's stride-32 map)")
   for f in ("dropout", "fc_dropout"):
     if not 0.0 <= float(c[f]) < 1.0:
       bad(f, "a rate in [0, 1)")
   if c.dtype not in ("float32", "bfloat16", "float16"):
     bad("dtype", "'float32', 'bfloat16' or 'float16'")
+  if c.patch_policy not in PATCH_POLICIES:
+    bad("patch_policy", " or ".join(map(repr, PATCH_POLICIES)))
+
+
+PATCH_POLICIES = ("learned", "random", "none")
 
 
 def input_order(num_frames: int) -> list[int]:
@@ -215,12 +225,16 @@ class AdaFocusV2(nnx.Module):
     self.config = ml_collections.FrozenConfigDict(c)
     dt = jnp.dtype(c.dtype)
     self.global_cnn = build_backbone(c.global_arch, rngs=rngs, dtype=dt, width=c.global_width)
-    self.local_cnn = build_backbone(c.local_arch, rngs=rngs, dtype=dt)
-    cg, cl = self.global_cnn.num_features, self.local_cnn.num_features
+    cg, cl = self.global_cnn.num_features, 0
+    local = c.patch_policy != "none"
+    self.local_cnn = build_backbone(c.local_arch, rngs=rngs, dtype=dt) if local else None
+    if local:
+      cl = self.local_cnn.num_features
+    self.local_head = Head(cl, c.num_classes, c.fc_dropout, rngs=rngs, dtype=dt) if local else None
     fmap = c.image_size // 32
-    self.policy = PolicySTN(cg, fmap * fmap, c.policy_hidden, c.num_frames, rngs=rngs, dtype=dt)
+    self.policy = (PolicySTN(cg, fmap * fmap, c.policy_hidden, c.num_frames, rngs=rngs, dtype=dt)
+                   if c.patch_policy == "learned" else None)
     self.global_head = Head(cg, c.num_classes, c.fc_dropout, rngs=rngs, dtype=dt)
-    self.local_head = Head(cl, c.num_classes, c.fc_dropout, rngs=rngs, dtype=dt)
     self.classifier = PoolingClassifier(cg + cl, c.classifier_hidden, c.num_frames, c.num_classes,
                                         c.dropout, rngs=rngs, dtype=dt)
     self.dtype = dt
@@ -244,26 +258,41 @@ class AdaFocusV2(nnx.Module):
     fmap = self.global_cnn.features(x)
     return fmap, jnp.mean(fmap.astype(jnp.float32), axis=(1, 2))
 
-  def focus(self, x: Array, actions: Array, global_feat: Array, rngs: nnx.Rngs | None) -> dict:
-    """Crops the patches at ``actions`` [N, 2] and classifies; per-frame outputs [B, T, ...]."""
+  def focus(self, x: Array, actions: Array | None, global_feat: Array, rngs: nnx.Rngs | None
+            ) -> dict:
+    """Crops the patches at ``actions`` [N, 2] and classifies; per-frame outputs [B, T, ...]
+    (the global-only baseline, ``actions`` None: classifies the global features alone)."""
     c = self.config
+    b = x.shape[0] // c.num_frames
+    if self.local_cnn is None:
+      return {"logits": self.classifier(global_feat.reshape(b, c.num_frames, -1), rngs)}
     patches = crop_lib.crop_patches(x, actions, c.patch_size)  # positions stay float32
     local_feat = jnp.mean(self.local_cnn.features(patches).astype(jnp.float32), axis=(1, 2))
-    b = x.shape[0] // c.num_frames
     both = jnp.concatenate([global_feat, local_feat], axis=-1).reshape(b, c.num_frames, -1)
     return {"logits": self.classifier(both, rngs),
             "local_logits": self.local_head(local_feat, rngs).reshape(b, c.num_frames, -1),
             "actions": actions.reshape(b, c.num_frames, 2)}
 
   # -- forward ------------------------------------------------------------------------------------
+  def positions(self, fmap: Array, key: Array | None = None) -> Array | None:
+    """Patch positions [N, 2]: the policy's, uniformly random ones (``patch_policy='random'``;
+    from ``key``, a fixed key if None), or None (global only)."""
+    if self.config.patch_policy == "none":
+      return None
+    if self.policy is not None:
+      return self.policy(fmap)
+    key = jax.random.key(0) if key is None else key
+    return jax.random.uniform(key, (fmap.shape[0], 2), jnp.float32)
+
   def __call__(self, frames: Array, *, rngs: nnx.Rngs | None = None,
-               actions: Array | None = None) -> dict:
-    """One pass with the policy's patches (or the given ``actions`` [B, T, 2], model order):
-    ``logits`` [B, T, C] after every frame (in model order), ``global_logits`` and
-    ``local_logits`` per frame, ``actions`` [B, T, 2]."""
+               actions: Array | None = None, key: Array | None = None) -> dict:
+    """One pass with the policy's patches (or the given ``actions`` [B, T, 2], model order; or
+    random ones drawn from ``key``, ``patch_policy='random'``): ``logits`` [B, T, C] after every
+    frame (in model order), ``global_logits`` and ``local_logits`` per frame, ``actions``
+    [B, T, 2] (the last two absent when global-only)."""
     x = self.normalize(frames)
     fmap, global_feat = self.glance(x)
-    a = self.policy(fmap) if actions is None else actions.reshape(-1, 2).astype(jnp.float32)
+    a = self.positions(fmap, key) if actions is None else actions.reshape(-1, 2).astype(jnp.float32)
     out = self.focus(x, a, global_feat, rngs)
     out["global_logits"] = self.global_head(global_feat, rngs).reshape(out["logits"].shape)
     return out
@@ -293,21 +322,27 @@ def _cross_entropy(logits: Array, labels: Array) -> Array:
 
 def pass_loss(out: dict, labels: Array) -> Array:
   """Cross-entropy on every step's logits plus the per-frame global and local heads."""
-  return (_cross_entropy(out["logits"], labels) + _cross_entropy(out["global_logits"], labels)
-          + _cross_entropy(out["local_logits"], labels))
+  return sum(_cross_entropy(out[k], labels)
+             for k in ("logits", "global_logits", "local_logits") if k in out)
 
 
 def train_loss(model: AdaFocusV2, batch: dict, rng: Array, step: Array) -> tuple[Array, dict]:
   """The engine's loss: both passes, averaged (as the official training). ``batch``: ``frames``
   [B, T, H, W, 3] uint8, ``label`` [B] int32 or multi-hot [B, C] (multi-label datasets train with
-  cross-entropy on one label, as the official code does; here the lowest-numbered one)."""
+  cross-entropy on one label, as the official code does; here the lowest-numbered one). The
+  baselines (``patch_policy`` 'random' or 'none') train on their one pass."""
   del step
   patch_key, drop_key = jax.random.split(rng)
-  policy_out, random_out = model.two_pass_outputs(batch["frames"], patch_key,
-                                                  nnx.Rngs(dropout=drop_key))
   labels = batch["label"]
   if labels.ndim == 2:
     labels = jnp.argmax(labels, axis=-1)
+  rngs = nnx.Rngs(dropout=drop_key)
+  if model.policy is None:
+    out = model(batch["frames"], rngs=rngs, key=patch_key)
+    correct = jnp.argmax(out["logits"], -1) == labels[:, None]
+    return pass_loss(out, labels), {
+        "accuracy_per_step": jnp.mean(correct.astype(jnp.float32), axis=0)}
+  policy_out, random_out = model.two_pass_outputs(batch["frames"], patch_key, rngs)
   loss_policy, loss_random = pass_loss(policy_out, labels), pass_loss(random_out, labels)
   correct = jnp.argmax(policy_out["logits"], -1) == labels[:, None]
   return 0.5 * (loss_policy + loss_random), {

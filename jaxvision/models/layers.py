@@ -25,6 +25,7 @@ has no counterpart); linear ``weight`` [O, I] -> ``kernel`` [I, O].
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from typing import Any, Callable
 
@@ -95,6 +96,12 @@ class Conv(nnx.Module):
     if self.kernel.shape[:2] == (1, 1) and self.stride == 1 and self.groups == 1:
       # A pointwise convolution is a matmul over the channels (faster to differentiate on CPU).
       return jnp.dot(x.astype(self.dtype), self.kernel[0, 0].astype(self.dtype))
+    if (self.groups == 1 and min(x.shape[1:3]) <= self.kernel.shape[0] and _CPU_REWRITES[0]
+        and jax.default_backend() == "cpu"):
+      # A map no larger than the kernel (ResNet's last stage on small patches): XLA's CPU
+      # convolution swaps the operands here into a layout that runs ~100x slower than kh*kw matmuls.
+      return conv_taps_matmul(x.astype(self.dtype), self.kernel[...].astype(self.dtype),
+                              self.stride, p)
     return jax.lax.conv_general_dilated(
         x.astype(self.dtype), self.kernel[...].astype(self.dtype),
         window_strides=(self.stride, self.stride), padding=((p, p), (p, p)),
@@ -106,8 +113,8 @@ _CPU_REWRITES = [True]
 
 @contextlib.contextmanager
 def standard_convolutions():
-  """Within this context, trace depthwise convolutions as XLA convolutions on every backend (what
-  FLOP counts read), not as the CPU's faster shifted sums."""
+  """Within this context, trace every convolution as an XLA convolution on every backend (what
+  FLOP counts read), not as the CPU's faster shifted sums and matmuls."""
   _CPU_REWRITES[0] = False
   try:
     yield
@@ -115,22 +122,84 @@ def standard_convolutions():
     _CPU_REWRITES[0] = True
 
 
-def depthwise_taps(x: Array, kernel: Array, stride: int, padding: int) -> Array:
-  """Depthwise convolution x [N,H,W,C] * kernel [kh,kw,1,C] as a sum of kh*kw shifted, strided
-  products (zero padding ``padding``). The same result as ``conv_general_dilated`` with
-  ``feature_group_count=C``; on CPU, where XLA's grouped convolution is slow (MobileNetV2 at 224:
-  9.5 GFLOP/s forward), these fuse into one elementwise loop."""
+def _shifted_sum(xp: Array, kernel: Array, stride: int, out_hw: tuple[int, int]) -> Array:
+  """sum_{i,j} xp[:, s*h + i, s*w + j, :] * kernel[i, j, 0] for an already padded ``xp``."""
   kh, kw = kernel.shape[:2]
-  n, h, w, c = x.shape
-  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  ho = (h + 2 * padding - kh) // stride + 1
-  wo = (w + 2 * padding - kw) // stride + 1
+  n, _, _, c = xp.shape
+  ho, wo = out_hw
   out = None
   for i in range(kh):
     for j in range(kw):
       tap = jax.lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
                           (1, stride, stride, 1))
       term = tap * kernel[i, j, 0]
+      out = term if out is None else out + term
+  return out
+
+
+def _taps_out_hw(x: Array, kernel: Array, stride: int, padding: int) -> tuple[int, int]:
+  return tuple((size + 2 * padding - k) // stride + 1 for size, k in zip(x.shape[1:3], kernel.shape[:2]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def depthwise_taps(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+  """Depthwise convolution x [N,H,W,C] * kernel [kh,kw,1,C] as a sum of kh*kw shifted, strided
+  products (zero padding ``padding``). The same result as ``conv_general_dilated`` with
+  ``feature_group_count=C``; on CPU, where XLA's grouped convolution is slow (MobileNetV2 at 224:
+  9.5 GFLOP/s forward), these fuse into one elementwise loop. The derivative is written out too:
+  the input gradient is one more shifted sum (over the stride-dilated output gradient, with the
+  flipped kernel) instead of kh*kw separately padded copies that XLA would not fuse."""
+  pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+  return _shifted_sum(jnp.pad(x, pad), kernel, stride, _taps_out_hw(x, kernel, stride, padding))
+
+
+def _taps_fwd(x, kernel, stride, padding):
+  return depthwise_taps(x, kernel, stride, padding), (x, kernel)
+
+
+def _taps_bwd(stride, padding, res, dy):
+  x, kernel = res
+  kh, kw = kernel.shape[:2]
+  n, h, w, c = x.shape
+  ho, wo = dy.shape[1:3]
+  # dx[a] = sum_i dy'[a + padding - i] k[i], dy' = dy dilated by the stride: a stride-1 shifted sum
+  # with the flipped kernel over dy' padded by kh-1-padding below (and cut or padded to fit above).
+  zero = jnp.zeros((), dy.dtype)
+  pads = [(0, 0, 0)]
+  for size, k, o in ((h, kh, ho), (w, kw, wo)):
+    lo = k - 1 - padding
+    pads.append((lo, size + k - 1 - lo - ((o - 1) * stride + 1), stride - 1))
+  z = jax.lax.pad(dy, zero, pads + [(0, 0, 0)])
+  dx = _shifted_sum(z, kernel[::-1, ::-1], 1, (h, w))
+  # dk[i, j] = sum over n, h, w of the (i, j) tap of the padded input times dy, as one variadic
+  # reduction (one pass over x and dy instead of kh*kw).
+  acc = jnp.promote_types(dy.dtype, jnp.float32)
+  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))).astype(acc)
+  products = [jax.lax.slice(xp, (0, i, j, 0),
+                            (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                            (1, stride, stride, 1)) * dy.astype(acc)
+              for i in range(kh) for j in range(kw)]
+  sums = jax.lax.reduce(products, [np.zeros((), acc)] * len(products),
+                        lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
+  dk = jnp.stack(sums).reshape(kh, kw, 1, c)
+  return dx.astype(x.dtype), dk.astype(kernel.dtype)
+
+
+depthwise_taps.defvjp(_taps_fwd, _taps_bwd)
+
+
+def conv_taps_matmul(x: Array, kernel: Array, stride: int, padding: int) -> Array:
+  """A dense convolution x [N,H,W,Cin] * kernel [kh,kw,Cin,Cout] as a sum of kh*kw matmuls of
+  shifted, strided views of the zero-padded input (same result as ``conv_general_dilated``)."""
+  xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  ho, wo = _taps_out_hw(x, kernel, stride, padding)
+  n, c = x.shape[0], x.shape[3]
+  out = None
+  for i in range(kernel.shape[0]):
+    for j in range(kernel.shape[1]):
+      tap = jax.lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                          (1, stride, stride, 1))
+      term = jnp.dot(tap, kernel[i, j])
       out = term if out is None else out + term
   return out
 
