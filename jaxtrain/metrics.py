@@ -28,21 +28,26 @@ def _jsonable(value: Any) -> Any:
   return value
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes JSON to a temporary file in the same folder, then renames it over ``path``."""
+def write_atomic(path: str, write: Any, mode: str = "wb") -> None:
+  """Calls ``write(f)`` on a temporary file in ``path``'s folder, then renames it over ``path``:
+  readers never see a half-written file, and a failure leaves nothing behind."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=".json")
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_" + os.path.basename(path) + ".")
   try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(_jsonable(obj), f, indent=2, sort_keys=True)
+    with os.fdopen(fd, mode) as f:
+      write(f)
       f.flush()
       os.fsync(f.fileno())
     os.replace(tmp, path)
-  except BaseException:
+  finally:
     if os.path.exists(tmp):
       os.remove(tmp)
-    raise
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  """Writes JSON atomically (``write_atomic``)."""
+  write_atomic(path, lambda f: json.dump(_jsonable(obj), f, indent=2, sort_keys=True), mode="w")
 
 
 def format_duration(seconds: float) -> str:

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from jaxtrain.metrics import write_atomic
 
 KINDS = ("max_logit", "max_prob", "entropy")
 METRICS = ("top1", "map")
@@ -230,21 +231,6 @@ def _jsonable(v: Any) -> Any:
   return v
 
 
-def _write_atomic(path: str, write) -> None:
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def save_curve(points: Sequence[dict[str, Any]], path_json: str | os.PathLike, path_png: str | os.PathLike,
                *, title: str | None = None, xlabel: str = "GFLOPs / video",
                reference: dict[str, float] | None = None) -> None:
@@ -259,8 +245,8 @@ def save_curve(points: Sequence[dict[str, Any]], path_json: str | os.PathLike, p
     if "avg_cost" not in p or "score" not in p:
       raise ValueError("points: each point needs 'avg_cost' and 'score' (as evaluate/sweep return)")
   data = json.dumps(_jsonable({"points": list(points)}), indent=1, allow_nan=False).encode()
-  _write_atomic(os.fspath(path_json), lambda f: f.write(data))
-  _write_atomic(os.fspath(path_png), lambda f: _plot(f, points, title, xlabel, reference))
+  write_atomic(os.fspath(path_json), lambda f: f.write(data))
+  write_atomic(os.fspath(path_png), lambda f: _plot(f, points, title, xlabel, reference))
 
 
 def _plot(f, points, title, xlabel, reference) -> None:

@@ -93,7 +93,6 @@ def predict_video(workdir: str, video: str, q: float = 1.0, which: str = "best")
   model.eval()
   out = model(jnp.asarray(frames[None]))
   logits = np.asarray(out["logits"][0], np.float64)               # [T, C], model order
-  actions = np.asarray(out["actions"][0], np.float64)
   probs = early_exit.softmax(logits)
   names = _class_names(config)
   steps = []
@@ -111,9 +110,12 @@ def predict_video(workdir: str, video: str, q: float = 1.0, which: str = "best")
     conf = early_exit.confidence(logits[None], config.eval.confidence)
     exit_step, q_used = int(early_exit.exit_steps(conf, th)[0]), float(point["q"])
   order = afv2.input_order(m.num_frames) if m.sample_order else list(range(m.num_frames))
-  boxes = np.asarray(crop_lib.patch_boxes(actions, m.image_size, m.patch_size))
+  boxes = [None] * len(order)   # the global-only baseline has no patches
+  if "actions" in out:
+    actions = np.asarray(out["actions"][0], np.float64)
+    boxes = np.asarray(crop_lib.patch_boxes(actions, m.image_size, m.patch_size)).tolist()
   return {"video": video, "frame_indices": idx[order].tolist(), "top5_per_step": steps,
-          "exit_step": exit_step, "exit_q": q_used, "boxes": boxes.tolist(),
+          "exit_step": exit_step, "exit_q": q_used, "boxes": boxes,
           "frames": frames[order], "order": order}
 
 
@@ -123,11 +125,13 @@ def draw(result: dict, out_dir: str) -> dict[str, str]:
 
   frames, boxes = result["frames"], result["boxes"]
   images = []
-  for t, (frame, (top, left, bottom, right)) in enumerate(zip(frames, boxes)):
+  for t, (frame, box) in enumerate(zip(frames, boxes)):
     img = Image.fromarray(frame)
     d = ImageDraw.Draw(img)
     color = (255, 64, 64) if t == result["exit_step"] else (255, 230, 0)
-    d.rectangle([left, top, right - 1, bottom - 1], outline=color, width=2)
+    if box is not None:
+      top, left, bottom, right = box
+      d.rectangle([left, top, right - 1, bottom - 1], outline=color, width=2)
     d.text((4, 2), f"{t + 1}: {result['top5_per_step'][t][0][0]}", fill=color)
     images.append(img)
   parent = os.path.dirname(os.path.abspath(out_dir))

@@ -20,7 +20,7 @@ import numpy as np
 from jaxtrain import loop
 from jaxtrain import metrics as metrics_lib
 from jaxtrain.data import make_loader
-from jaxtrain.errors import ConfigError
+from jaxtrain.errors import ConfigError, DataError
 from jaxtrain.inference import batched_apply
 from jaxtrain.task import Evaluator, Task
 from jaxvision import early_exit
@@ -37,7 +37,7 @@ def _clips(config: ml_collections.ConfigDict, split: str, train: bool, epochs: i
            ) -> VideoClips | None:
   d, m = config.data, config.model
   common = dict(num_frames=m.num_frames, train=train, seed=config.seed, input_size=m.image_size,
-                epochs=epochs)
+                epochs=epochs, flip=bool(d.get("flip", True)))
   if d.source == "builtin":
     meta = builtin.load_meta(d.dir)
     return builtin.clips(d.dir, split, **common) if meta["splits"].get(split) else None
@@ -51,9 +51,22 @@ def _clips(config: ml_collections.ConfigDict, split: str, train: bool, epochs: i
 
 
 def ensure_builtin(config: ml_collections.ConfigDict) -> None:
-  """Builds the built-in dataset into ``config.data.dir`` on first use (one process builds)."""
+  """Builds the built-in dataset into ``config.data.dir`` on first use (one process builds); a
+  folder built with other settings than ``config.data.builtin`` is an error, not silently used."""
   d = config.data
-  if d.source != "builtin" or os.path.exists(os.path.join(d.dir, "meta.json")):
+  if d.source != "builtin":
+    return
+  if os.path.exists(os.path.join(d.dir, "meta.json")):
+    meta, want = builtin.load_meta(d.dir), dict(d.builtin)
+    size = int(want.get("size", meta["size"]))
+    asked = {"splits": {s: int(want[s]) for s in ("train", "val", "test") if int(want.get(s, 0))},
+             "frames": int(want.get("frames", meta["frames"])), "size": size,
+             "seed": int(want.get("seed", meta["seed"])),
+             "digit_size": [round(f * size) for f in want.get("digit_size", builtin.DIGIT_SIZE)]}
+    built = {k: meta.get(k) for k in asked}
+    if built != asked:
+      raise DataError(f"{d.dir}: built with {built}, but config.data.builtin asks for {asked}; "
+                      "delete the folder (it is rebuilt) or set config.data.dir elsewhere")
     return
   if jax.process_index() == 0:
     print(f"building the built-in video dataset into {d.dir} ...", flush=True)
@@ -143,6 +156,10 @@ def evaluate_test(config: ml_collections.ConfigDict, model, workdir: str, flops_
     return {}
   out = predict(model, test, config.eval.batch_size)
   labels = labels_of(test)
+  if jax.process_index() == 0:  # per-video outputs for paired comparisons (jaxvision.compare)
+    saved = {k: np.asarray(v) for k, v in out.items() if k != "global_logits"}
+    metrics_lib.write_atomic(os.path.join(workdir, "test_outputs.npz"),
+                             lambda f: np.savez(f, labels=labels, **saved))
   multilabel = test.multi_label
   per_step = [_score(out["logits"][:, t], labels, multilabel) for t in range(out["logits"].shape[1])]
   res: dict[str, Any] = {"metric": "map" if multilabel else "accuracy",

@@ -320,6 +320,7 @@ def test_builtin_layout(tiny):
   meta = builtin.load_meta(tiny)
   assert meta["splits"] == {"train": 6, "val": 2, "test": 2} and meta["num_classes"] == 10
   assert meta["frames"] == 4 and meta["size"] == 64 and meta["seed"] == 0
+  assert meta["digit_size"] == [21, 30]  # 72/224 and 104/224 of 64 px
   for name, src in meta["sources"]["backgrounds"].items():
     assert src["sha256"] == builtin.BACKGROUNDS[name]
   for split, n in meta["splits"].items():
@@ -329,6 +330,7 @@ def test_builtin_layout(tiny):
     assert clip.shape == (4, 64, 64, 3) and clip.dtype == np.uint8
     centres = builtin.load_centers(tiny, split)
     assert centres.shape == (n, 4, 2) and centres.dtype == np.float32
+    assert all(21 <= i["digit_size"] <= 30 for i in _read_json(tiny / split / "clips.json"))
     assert np.all(centres > 0) and np.all(centres < 64)
   with pytest.raises(DataError, match="not a built-in video dataset"):
     builtin.load_meta(tiny / "train")
@@ -437,6 +439,19 @@ def test_builtin_cli_errors(tmp_path, capsys, tiny):
   assert builtin.main([f"--out={tmp_path / 'x'}", "--train=4990", "--size=64"]) == 2
   assert "at most 5000 videos" in capsys.readouterr().err
   assert not (tmp_path / "x").exists()
+
+
+def test_builtin_folder_built_with_other_settings_is_an_error(tiny):
+  from jaxtrain.config import load_config
+  from jaxvision.train import ensure_builtin
+  config = load_config(str(ROOT / "configs/adafocusv2.py:smoke"))
+  config.data.dir = str(tiny)
+  config.data.builtin = dict(train=6, val=2, test=2, frames=4, size=64, seed=0)
+  ensure_builtin(config)  # matches: used as it is
+  config.data.builtin.digit_size = (40 / 224, 64 / 224)
+  with pytest.raises(DataError, match=r"built with .*'digit_size': \[21, 30\].* asks for .*"
+                                      r"'digit_size': \[11, 18\]"):
+    ensure_builtin(config)
 
 
 # ---------------------------------------------------------------------------------- VideoClips

