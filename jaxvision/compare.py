@@ -127,7 +127,7 @@ def plot(result: dict, early_exit_points: Sequence[dict] | None, path: str) -> N
   if early_exit_points:
     pts = sorted(early_exit_points, key=lambda p: p["avg_cost"])
     ax.plot([p["avg_cost"] for p in pts], [100 * p["score"] for p in pts], "-", color="0.6",
-            label=f"{result['models'][0]['name']}: early exit (seed 0)")
+            label=f"{result['models'][0]['name']}: early exit (first run)")
   for m in result["models"]:
     lo, hi = m["score_ci"]
     ax.errorbar([m["gflops_per_video"]], [100 * m["score"]],
@@ -137,7 +137,7 @@ def plot(result: dict, early_exit_points: Sequence[dict] | None, path: str) -> N
   ax.set_ylabel("test mAP (%)" if result["metric"] == "map" else "test top-1 accuracy (%)")
   ax.set_title(f"{result['num_videos']} test videos, 95% bootstrap intervals", fontsize=9)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, loc="lower right")
+  ax.legend(fontsize=7, loc="best")
   fig.tight_layout()
   write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
 
