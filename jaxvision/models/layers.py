@@ -122,19 +122,18 @@ def standard_convolutions():
     _CPU_REWRITES[0] = True
 
 
+def _tap(xp: Array, i: int, j: int, stride: int, out_hw: tuple[int, int]) -> Array:
+  """The view xp[:, s*h + i, s*w + j, :] (h < ho, w < wo) of a padded input: kernel tap (i, j)."""
+  n, _, _, c = xp.shape
+  ho, wo = out_hw
+  return jax.lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                       (1, stride, stride, 1))
+
+
 def _shifted_sum(xp: Array, kernel: Array, stride: int, out_hw: tuple[int, int]) -> Array:
   """sum_{i,j} xp[:, s*h + i, s*w + j, :] * kernel[i, j, 0] for an already padded ``xp``."""
   kh, kw = kernel.shape[:2]
-  n, _, _, c = xp.shape
-  ho, wo = out_hw
-  out = None
-  for i in range(kh):
-    for j in range(kw):
-      tap = jax.lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                          (1, stride, stride, 1))
-      term = tap * kernel[i, j, 0]
-      out = term if out is None else out + term
-  return out
+  return sum(_tap(xp, i, j, stride, out_hw) * kernel[i, j, 0] for i in range(kh) for j in range(kw))
 
 
 def _taps_out_hw(x: Array, kernel: Array, stride: int, padding: int) -> tuple[int, int]:
@@ -160,7 +159,7 @@ def _taps_fwd(x, kernel, stride, padding):
 def _taps_bwd(stride, padding, res, dy):
   x, kernel = res
   kh, kw = kernel.shape[:2]
-  n, h, w, c = x.shape
+  h, w = x.shape[1:3]
   ho, wo = dy.shape[1:3]
   # dx[a] = sum_i dy'[a + padding - i] k[i], dy' = dy dilated by the stride: a stride-1 shifted sum
   # with the flipped kernel over dy' padded by kh-1-padding below (and cut or padded to fit above).
@@ -175,13 +174,11 @@ def _taps_bwd(stride, padding, res, dy):
   # reduction (one pass over x and dy instead of kh*kw).
   acc = jnp.promote_types(dy.dtype, jnp.float32)
   xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))).astype(acc)
-  products = [jax.lax.slice(xp, (0, i, j, 0),
-                            (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                            (1, stride, stride, 1)) * dy.astype(acc)
+  products = [_tap(xp, i, j, stride, (ho, wo)) * dy.astype(acc)
               for i in range(kh) for j in range(kw)]
   sums = jax.lax.reduce(products, [np.zeros((), acc)] * len(products),
                         lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
-  dk = jnp.stack(sums).reshape(kh, kw, 1, c)
+  dk = jnp.stack(sums).reshape(kernel.shape)
   return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
 
@@ -192,16 +189,9 @@ def conv_taps_matmul(x: Array, kernel: Array, stride: int, padding: int) -> Arra
   """A dense convolution x [N,H,W,Cin] * kernel [kh,kw,Cin,Cout] as a sum of kh*kw matmuls of
   shifted, strided views of the zero-padded input (same result as ``conv_general_dilated``)."""
   xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  ho, wo = _taps_out_hw(x, kernel, stride, padding)
-  n, c = x.shape[0], x.shape[3]
-  out = None
-  for i in range(kernel.shape[0]):
-    for j in range(kernel.shape[1]):
-      tap = jax.lax.slice(xp, (0, i, j, 0), (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                          (1, stride, stride, 1))
-      term = jnp.dot(tap, kernel[i, j])
-      out = term if out is None else out + term
-  return out
+  out_hw = _taps_out_hw(x, kernel, stride, padding)
+  return sum(jnp.dot(_tap(xp, i, j, stride, out_hw), kernel[i, j])
+             for i in range(kernel.shape[0]) for j in range(kernel.shape[1]))
 
 
 class Linear(nnx.Module):
