@@ -102,8 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.lr_mults = tuple(m for m in c.optim.lr_mults if not m[0].startswith(absent))
   elif variant == "smoke":
     c.data.dir = "data/builtin_video_smoke"
-    c.data.builtin = dict(train=8, val=4, test=4, frames=4, size=64, seed=0,
-                          digit_size=(72 / 224, 104 / 224))
+    c.data.builtin.update(dict(train=8, val=4, test=4, frames=4, size=64))
     c.model.update(dict(num_classes=10, num_frames=4, image_size=64, patch_size=32,
                         global_width=0.25, local_arch="resnet18", policy_hidden=32,
                         classifier_hidden=64))

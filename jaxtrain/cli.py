@@ -73,6 +73,27 @@ def run(fn: Callable[[ml_collections.ConfigDict, str], Any], *,
   return 0
 
 
+def run_tool(fn: Callable[[flags.FlagValues], None], define: Callable[[flags.FlagValues], None], *,
+             argv: Sequence[str] | None = None, prog: str = "tool", doc: str | None = None) -> int:
+  """The entry point of a tool without a config (``predict``, ``compare``): ``define(flag_values)``
+  declares its flags (``--verbose`` is added), ``fn(flag_values)`` runs it. ``--help`` prints
+  ``doc``; a UserError or bad flag prints one line and returns 2 (``run``'s convention)."""
+  args = list(sys.argv[1:] if argv is None else argv)
+  flag_values = flags.FlagValues()
+  define(flag_values)
+  flags.DEFINE_bool("verbose", False, "print the traceback of user errors too",
+                    flag_values=flag_values)
+  if _wants_help(args):
+    print(doc or prog)
+    return 0
+  try:
+    flag_values([prog, *args])
+    fn(flag_values)
+  except (UserError, flags.Error) as e:
+    return print_user_error(e, _verbose_in(args))
+  return 0
+
+
 def print_user_error(error: BaseException, verbose: bool = False) -> int:
   """Prints ``error: <message>`` as one line (the traceback first when ``verbose``); returns 2,
   the exit status of every entry point for bad input."""

@@ -142,27 +142,20 @@ def plot(result: dict, early_exit_points: Sequence[dict] | None, path: str) -> N
   write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  fv = flags.FlagValues()
+def _define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_list("runs", None, "finished run workdirs; the first config is the reference",
                     flag_values=fv)
   flags.DEFINE_string("out", "", "output folder (default: the first run)", flag_values=fv)
   flags.DEFINE_integer("resamples", 10000, "bootstrap resamples of the test videos",
                        flag_values=fv)
-  flags.DEFINE_bool("verbose", False, "tracebacks for user errors", flag_values=fv)
-  if any(a in ("--help", "-h", "--helpfull") for a in argv):
-    print(__doc__)
-    return 0
-  try:
-    fv(["compare", *argv])
-    if not fv.runs or len(fv.runs) < 2:
-      raise UserError("expected --runs=RUN_A,RUN_B[,...] (at least two finished runs)")
-    if fv.resamples < 100:
-      raise UserError(f"--resamples={fv.resamples}: expected at least 100")
-    result = compare([load_run(d) for d in fv.runs], fv.resamples)
-  except (UserError, flags.Error) as e:
-    return cli.print_user_error(e, "--verbose" in argv)
+
+
+def _run(fv: flags.FlagValues) -> None:
+  if not fv.runs or len(fv.runs) < 2:
+    raise UserError("expected --runs=RUN_A,RUN_B[,...] (at least two finished runs)")
+  if fv.resamples < 100:
+    raise UserError(f"--resamples={fv.resamples}: expected at least 100")
+  result = compare([load_run(d) for d in fv.runs], fv.resamples)
   out = fv.out or fv.runs[0]
   curve_path = os.path.join(fv.runs[0], "early_exit.json")
   points = None
@@ -174,8 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   print(table(result))
   print(json.dumps({"compare.json": os.path.join(out, "compare.json"),
                     "compare.png": os.path.join(out, "compare.png")}))
-  return 0
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.run_tool(_run, _define_flags, argv=argv, prog="python -m jaxvision.compare",
+                      doc=__doc__)
 
 if __name__ == "__main__":
   sys.exit(main())

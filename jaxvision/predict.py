@@ -159,35 +159,31 @@ def draw(result: dict, out_dir: str) -> dict[str, str]:
                                                         "prediction.json")}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  argv = list(sys.argv[1:] if argv is None else argv)
-  fv = flags.FlagValues()
+def _define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("workdir", None, "a finished python -m jaxvision.main run", flag_values=fv)
   flags.DEFINE_string("video", None, "an mp4/avi/mkv file", flag_values=fv)
   flags.DEFINE_string("out", "", "output folder (default RUN/predict/<video name>)", flag_values=fv)
   flags.DEFINE_float("q", 1.0, "early-exit operating point (nearest q of the run's curve)",
                      flag_values=fv)
   flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "which checkpoint", flag_values=fv)
-  flags.DEFINE_bool("verbose", False, "tracebacks for user errors", flag_values=fv)
-  if any(a in ("--help", "-h", "--helpfull") for a in argv):
-    print(__doc__)
-    return 0
-  try:
-    fv(["predict", *argv])
-    if not fv.workdir or not fv.video:
-      raise UserError("expected --workdir=RUN and --video=FILE")
-    result = predict_video(fv.workdir, fv.video, fv.q, fv.checkpoint)
-    out = fv.out or os.path.join(fv.workdir, "predict",
-                                 os.path.splitext(os.path.basename(fv.video))[0])
-    paths = draw(result, out)
-  except (UserError, flags.Error) as e:
-    return cli.print_user_error(e, "--verbose" in argv)
+
+
+def _run(fv: flags.FlagValues) -> None:
+  if not fv.workdir or not fv.video:
+    raise UserError("expected --workdir=RUN and --video=FILE")
+  result = predict_video(fv.workdir, fv.video, fv.q, fv.checkpoint)
+  out = fv.out or os.path.join(fv.workdir, "predict",
+                               os.path.splitext(os.path.basename(fv.video))[0])
+  paths = draw(result, out)
   for t, top in enumerate(result["top5_per_step"]):
     mark = "  <- early exit" if t == result["exit_step"] else ""
     print(f"step {t + 1:2d}: " + ", ".join(f"{c} {p:.2f}" for c, p in top) + mark)
   print(json.dumps(paths))
-  return 0
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.run_tool(_run, _define_flags, argv=argv, prog="python -m jaxvision.predict",
+                      doc=__doc__)
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -7,8 +7,9 @@ carphone_pristine, carphone_distorted}.mp4``. Their sha256 are checked.
 
 An example: T frames (default 16) of S x S (default 224) cut from one background video (frames
 resized to a short side of S, a random S x S window, T consecutive frames) with one white MNIST
-digit (side 72/224 to 104/224 of S by default, its intensity as alpha) moving at constant velocity (0.01 S to
-0.04 S per frame, random direction) and bouncing off the frame borders; the label is its class.
+digit (side 72/224 to 104/224 of S by default, its intensity as alpha) moving at constant velocity
+(0.01 S to 0.04 S per frame, random direction) and bouncing off the frame borders; the label is its
+class.
 
 Splits share no background frames and no digit. Each background video is cut in time into three
 disjoint chunks, in order train | val | test, separated by gaps of T // 2 frames; every chunk has at
@@ -209,7 +210,8 @@ def _bounce(start: float, velocity: float, lo: float, hi: float, steps: np.ndarr
 
 def _example(rng: np.random.Generator, digit: np.ndarray, backgrounds: dict[str, np.ndarray],
              chunks: dict[str, tuple[int, int]], size: int, length: int,
-             digit_size: tuple[float, float] = DIGIT_SIZE) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+             digit_size: tuple[float, float] = DIGIT_SIZE
+             ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
   """One video: uint8 ``[T, S, S, 3]``, float32 ``[T, 2]`` digit centres and its description."""
   scene = list(SCENES)[int(rng.integers(len(SCENES)))]
   files = SCENES[scene]

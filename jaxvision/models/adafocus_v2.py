@@ -225,11 +225,9 @@ class AdaFocusV2(nnx.Module):
     self.config = ml_collections.FrozenConfigDict(c)
     dt = jnp.dtype(c.dtype)
     self.global_cnn = build_backbone(c.global_arch, rngs=rngs, dtype=dt, width=c.global_width)
-    cg, cl = self.global_cnn.num_features, 0
     local = c.patch_policy != "none"
     self.local_cnn = build_backbone(c.local_arch, rngs=rngs, dtype=dt) if local else None
-    if local:
-      cl = self.local_cnn.num_features
+    cg, cl = self.global_cnn.num_features, self.local_cnn.num_features if local else 0
     self.local_head = Head(cl, c.num_classes, c.fc_dropout, rngs=rngs, dtype=dt) if local else None
     fmap = c.image_size // 32
     self.policy = (PolicySTN(cg, fmap * fmap, c.policy_hidden, c.num_frames, rngs=rngs, dtype=dt)
@@ -339,15 +337,15 @@ def train_loss(model: AdaFocusV2, batch: dict, rng: Array, step: Array) -> tuple
   rngs = nnx.Rngs(dropout=drop_key)
   if model.policy is None:
     out = model(batch["frames"], rngs=rngs, key=patch_key)
-    correct = jnp.argmax(out["logits"], -1) == labels[:, None]
-    return pass_loss(out, labels), {
-        "accuracy_per_step": jnp.mean(correct.astype(jnp.float32), axis=0)}
-  policy_out, random_out = model.two_pass_outputs(batch["frames"], patch_key, rngs)
-  loss_policy, loss_random = pass_loss(policy_out, labels), pass_loss(random_out, labels)
-  correct = jnp.argmax(policy_out["logits"], -1) == labels[:, None]
-  return 0.5 * (loss_policy + loss_random), {
-      "loss_policy_pass": loss_policy, "loss_random_pass": loss_random,
-      "accuracy_per_step": jnp.mean(correct.astype(jnp.float32), axis=0)}
+    loss, metrics = pass_loss(out, labels), {}
+  else:
+    out, random_out = model.two_pass_outputs(batch["frames"], patch_key, rngs)
+    loss_policy, loss_random = pass_loss(out, labels), pass_loss(random_out, labels)
+    loss = 0.5 * (loss_policy + loss_random)
+    metrics = {"loss_policy_pass": loss_policy, "loss_random_pass": loss_random}
+  correct = jnp.argmax(out["logits"], -1) == labels[:, None]
+  metrics["accuracy_per_step"] = jnp.mean(correct.astype(jnp.float32), axis=0)
+  return loss, metrics
 
 
 REDUCTIONS = {"accuracy_per_step": "none"}
