@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from jaxbrain.tasks import inputs, train  # noqa: E402
 from jaxbrain.tasks.pretrain import pretrain_task  # noqa: E402
 from jaxtrain import distributed, loop, mesh as mesh_lib, perf  # noqa: E402
 from jaxtrain.config import load_config  # noqa: E402
@@ -42,6 +43,8 @@ def bench(variant: str, steps: int, batch_size: int | None) -> dict:
   config = load_config(f"{CONFIGS}:{variant}" if variant != "default" else CONFIGS)
   if batch_size:
     config.train.batch_size = batch_size
+  data = inputs.load_data(config.data)
+  config = train.with_data_shapes(config, *inputs.data_shapes(config.data, data))
   m = config.model
   program = loop.build_program(config, pretrain_task(config))
   state = program.init()

@@ -47,6 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.key = "tc"                # array key inside .mat/.npz/.h5 files
   c.data.atlas = ""                # label image, for 4-D NIfTI inputs
   c.data.tr = 0.72                 # seconds per volume (files without TR information)
+  c.data.resample_tr = 0.0         # resample every subject to this TR (s) first; 0: keep their own
   c.data.labels_csv = ""           # subject id + phenotype columns
   c.data.id_column = "subject_id"
   c.data.label_column = ""         # checked for every subject when given
@@ -58,11 +59,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.bandpass_hz = (0.0, 0.0)  # (low, high); 0 disables that side
   c.data.holdout_subjects = 3      # held out of pretraining, used for evaluation
   c.data.val_subjects = 0          # of the rest: validation during pretraining (train.eval_every)
+  # Cohorts larger than memory: pretrain on the windows of a TFDS array_record build (made with
+  # jaxbrain.data.tfds_builder.build_dataset, with the settings above: tau_s, num_segments,
+  # stride_frames, zscore, bandpass_hz, resample_tr), streamed per host. Its splits then decide the
+  # subjects ('train', 'val', 'test' = held out) instead of holdout_subjects/val_subjects.
+  c.data.tfds_dir = ""             # the build's data_dir; "" reads the subjects into memory
+  c.data.tfds_config = "hcp"       # the build's config name
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_subjects=24, num_rois=94, length=1200, tr=0.72, num_classes=2, seed=0))
 
   c.model = default_model_config()  # every field documented in jaxbrain/models/brainmae.py
-  c.model.update(dict(num_rois=94, seg_len=21, num_segments=4, embed_dim=64, num_heads=4,
+  # num_rois and seg_len 0: taken from the data (ROIs; frames per tau_s segment at its TR).
+  c.model.update(dict(num_rois=0, seg_len=0, num_segments=4, embed_dim=64, num_heads=4,
                       tse="sg", tse_depth=2, encoder_depth=2, decoder_dim=32, decoder_heads=4,
                       decoder_depth=1, mlp_ratio=2.0, mask_ratio=0.5))
 
@@ -82,6 +90,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict(dict(
       reconstruction=True, fingerprint=True, interpret=True, batch_size=64, mask_seed=1234,
+      mask_ratio=0.5,  # hidden ROIs per segment when scoring reconstructions (not model.mask_ratio)
+      baseline_windows=4096,  # training windows the baselines are fitted on (random if more)
       ridge_lambda=-1.0, num_permutations=10000,
       fingerprint_embedding="token_fc", fingerprint_query_windows=1, fingerprint_center=False))
 
@@ -111,7 +121,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   elif variant == "paper":
     c.data.source = "synthetic"
     c.data.synthetic.update(dict(num_subjects=64, num_rois=100))
-    c.model.update(dict(num_rois=100, embed_dim=256, num_heads=8, tse_depth=3,
+    c.model.update(dict(embed_dim=256, num_heads=8, tse_depth=3,
                         encoder_depth=4, decoder_dim=128, decoder_depth=2, mlp_ratio=4.0))
     c.train.update(dict(steps=20000, batch_size=64, checkpoint_every=2000))
     c.optim.lr = 5e-4

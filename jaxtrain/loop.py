@@ -28,7 +28,7 @@ from jaxtrain import distributed
 from jaxtrain import mesh as mesh_lib
 from jaxtrain import metrics as metrics_lib
 from jaxtrain import optim as optim_lib
-from jaxtrain.errors import ConfigError
+from jaxtrain.errors import ConfigError, UserError
 from jaxtrain.task import StepParts, Task, TrainState, default_step
 
 
@@ -378,3 +378,19 @@ def train(*, config: Any, workdir: str, task: Task, train_iter: Iterator[dict],
                      history=history, eval_history=eval_history, preempted=preempted,
                      wall_time_s=time.perf_counter() - t_start, checkpoint=last_good,
                      best=best.info)
+
+
+def restore_model(config: Any, task: Task, folder: str,
+                  mesh: jax.sharding.Mesh | None = None) -> tuple[nnx.Module, int]:
+  """(model, step) of the latest checkpoint in ``folder`` (a run's ``checkpoints`` or ``best``),
+  built as ``train`` builds it (EMA parameters when kept)."""
+  ckpt = ckpt_lib.Checkpointer(folder, keep=None) if os.path.isdir(folder) else None
+  step = None if ckpt is None else ckpt.latest_step()
+  if step is None:
+    raise UserError(f"{folder}: no checkpoint")
+  try:
+    program = build_program(config, task, mesh=mesh)
+    state = ckpt.restore(step, program.abstract_state)
+  finally:
+    ckpt.close()
+  return program.model(state), int(step)

@@ -32,7 +32,6 @@ def load_run(workdir: str, which: str = "best") -> tuple[Any, Any]:
   import ml_collections
 
   from jaxtrain import loop
-  from jaxtrain.checkpoint import Checkpointer
   from jaxvision.train import task
 
   path = os.path.join(workdir, "summary.json")
@@ -42,22 +41,15 @@ def load_run(workdir: str, which: str = "best") -> tuple[Any, Any]:
     config = ml_collections.ConfigDict(json.load(f)["config"])
   folders = [os.path.join(workdir, "best")] if which == "best" else []
   folders.append(os.path.join(workdir, "checkpoints"))
-  for folder in folders:
-    if os.path.isdir(folder):
-      ckpt = Checkpointer(folder, keep=None)
-      step = ckpt.latest_step()
-      if step is not None:
-        break
-  else:
+  folder = next((f for f in folders if os.path.isdir(f) and any(n.isdigit() for n in os.listdir(f))),
+                None)  # orbax names step folders by their step
+  if folder is None:
     raise UserError(f"{workdir}: no checkpoint in {' or '.join(folders)}")
   import jax
 
   from jaxtrain import mesh as mesh_lib
   one_device = mesh_lib.make_mesh({"shape": {"data": 1}}, devices=jax.devices()[:1])
-  program = loop.build_program(config, task(config), mesh=one_device)
-  state = ckpt.restore(step, program.abstract_state)
-  ckpt.close()
-  return config, program.model(state)
+  return config, loop.restore_model(config, task(config), folder, mesh=one_device)[0]
 
 
 def read_clip(video: str, num_frames: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:

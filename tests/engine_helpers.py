@@ -139,7 +139,7 @@ def params_of(model) -> dict:
 def brainmae_setup(steps: int, checkpoint_every: int) -> tuple[ml_collections.ConfigDict, np.ndarray]:
   """A small BrainMAE pretraining run on a (data=2, fsdp=rest) mesh, parameters sharded over fsdp,
   and its training windows: real HCP windows of two subjects (hop of one segment)."""
-  from jaxbrain.tasks import inputs
+  from jaxbrain.tasks import inputs, train
   from jaxtrain.config import load_config
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,6 +149,7 @@ def brainmae_setup(steps: int, checkpoint_every: int) -> tuple[ml_collections.Co
       f"train.checkpoint_every={checkpoint_every}", "optim.warmup_steps=2"])
   config.mesh.shape = ml_collections.ConfigDict({"data": 2, "fsdp": -1})  # rules: embed -> fsdp
   data = inputs.load_data(config.data)
+  config = train.with_data_shapes(config, *inputs.data_shapes(config.data, data))
   x = inputs.window_arrays(data.subjects[:2], config.data)["x"]
   return config, x
 

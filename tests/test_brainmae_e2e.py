@@ -7,16 +7,19 @@ import sys
 
 import chex
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import scipy.io
 from flax import nnx
 
+from jaxbrain.data.sources import Subject
 from jaxbrain.data.validation import DataError
 from jaxbrain.models.brainmae import BrainMAE
 from jaxbrain.tasks import finetune
+from jaxbrain.tasks.inputs import FmriData, data_shapes, load_data
 from jaxbrain.tasks.pretrain import pretrain_task
-from jaxbrain.tasks.train import train_and_evaluate
+from jaxbrain.tasks.train import train_and_evaluate, with_data_shapes
 from jaxtrain import loop, mesh as mesh_lib
 from jaxtrain.config import ConfigError, load_config
 
@@ -158,6 +161,60 @@ def test_folder_source_with_mat_files_runs(tmp_path):
   assert (tmp_path / "run" / "best" / "best.json").exists()
 
 
+def test_plain_autoencoder_is_evaluated_with_eval_mask_ratio(tmp_path):
+  """model.mask_ratio=0 (the plain autoencoder ablation) trains on every cell; validation and
+  held-out reconstruction use eval.mask_ratio. num_rois and seg_len come from the data."""
+  folder = tmp_path / "subjects"
+  _write_subjects(folder, n=4)
+  config = _folder_config(folder)
+  config.model.update(dict(mask_ratio=0.0, num_rois=0, seg_len=0))
+  config.data.val_subjects = 1
+  config.train.eval_every = 2
+  summary = train_and_evaluate(config, str(tmp_path / "run"))
+  ev = summary["eval"]
+  assert ev["recon_mask_ratio"] == pytest.approx(0.5)
+  for key in ("recon_mse_model", "recon_mse_roi_mean", "recon_mse_ridge"):
+    assert np.isfinite(ev[key]), key
+  assert [np.isfinite(e["val/recon_mse"]) for e in summary["eval_history"]] == [True, True]
+  assert summary["final_metrics"]["mask_fraction"] == 0.0
+  assert (summary["config"]["model"]["num_rois"], summary["config"]["model"]["seg_len"]) == (6, 5)
+  assert config.model.seg_len == 0  # the caller's config is left as it was
+  config.eval.mask_ratio = 0.0
+  with pytest.raises(ConfigError, match=r"^config\.eval\.mask_ratio=0\.0: expected a ratio in "
+                                        r"\(0, 1\)$"):
+    train_and_evaluate(config, str(tmp_path / "other"))
+
+
+@pytest.mark.parametrize("variant", ["default", "smoke", "synthetic", "paper"])
+def test_every_variant_builds_its_model_from_the_data(variant):
+  config = load_config(os.path.join(ROOT, f"configs/brainmae.py:{variant}"))
+  assert (config.model.num_rois, config.model.seg_len) == (0, 0)
+  data = load_data(config.data)
+  config = with_data_shapes(config, *data_shapes(config.data, data))
+  want = 100 if variant == "paper" else 94
+  assert (config.model.num_rois, config.model.seg_len) == (want, 21)
+  model = nnx.eval_shape(lambda: BrainMAE(config.model, rngs=nnx.Rngs(0)))
+  assert model.roi_embed.shape[0] == want
+  config.model.seg_len = 7  # explicit values must match the data
+  with pytest.raises(ConfigError, match=r"^config\.model\.seg_len=7 but the data has 21 "):
+    with_data_shapes(config, *data_shapes(config.data, data))
+
+
+def test_resample_tr_puts_subjects_on_one_tr():
+  config = load_config(os.path.join(ROOT, "configs/brainmae.py:synthetic"), [
+      "data.synthetic.num_subjects=2", "data.synthetic.length=300", "data.resample_tr=1.44"])
+  data = load_data(config.data)
+  assert [(s.tr, s.num_frames) for s in data.subjects] == [(1.44, 150)] * 2
+  assert data_shapes(config.data, data) == (94, 10)  # round(15 s / 1.44 s)
+  mixed = [data.subjects[0], Subject("b", np.ones((94, 40)), 2.0, "b.npy")]
+  with pytest.raises(DataError, match=r"different TRs \[1\.44, 2\.0\] s; set "
+                                      r"--config\.data\.resample_tr=<seconds>"):
+    data_shapes(config.data, FmriData(mixed))
+  config.data.resample_tr = -1.0
+  with pytest.raises(ConfigError, match=r"^config\.data\.resample_tr=-1\.0: expected a TR"):
+    load_data(config.data)
+
+
 def _pretrain_params(config, mesh, workdir, x):
   from jaxtrain.data import InMemorySource, make_loader
   it = make_loader(InMemorySource({"x": x}), global_batch_size=config.train.batch_size,
@@ -170,7 +227,8 @@ def _pretrain_params(config, mesh, workdir, x):
 def test_brainmae_train_step_on_2x4_mesh_matches_one_device(tmp_path):
   config = load_config(os.path.join(ROOT, "configs/brainmae.py:smoke"),
                        ["train.steps=3", "train.batch_size=8", "train.checkpoint_every=0",
-                        "model.num_rois=16", "model.embed_dim=32", "model.decoder_dim=16"])
+                        "model.num_rois=16", "model.seg_len=21", "model.embed_dim=32",
+                        "model.decoder_dim=16"])
   x = np.random.default_rng(0).standard_normal((32, 4, 16, 21)).astype(np.float32)
   one = mesh_lib.make_mesh(config.mesh, devices=jax.devices()[:1])
   config.mesh.shape.data, config.mesh.shape.fsdp = 2, 4
@@ -190,6 +248,8 @@ def test_probe_freezes_encoder_and_finetune_reports_cv(tmp_path):
       "model.num_rois=12", "data.holdout_subjects=2", "finetune.folds=2", "finetune.steps=3",
       "finetune.batch_size=8"])
   summary = train_and_evaluate(config, str(tmp_path / "run"))
+  config = ml_collections.ConfigDict(summary["config"])  # seg_len from the data: 21
+  assert config.model.seg_len == 21
   ft = summary["finetune"]
   assert set(ft) == {"class", "score"} and set(ft["class"]) == {"full", "probe"}
   assert len(ft["class"]["probe"]["accuracy"]["folds"]) == 2

@@ -4,7 +4,9 @@ import pytest
 import scipy.signal
 
 from jaxbrain.data import DataError
-from jaxbrain.data.preprocess import bandpass, preprocess, segment_frames, zscore
+from jaxbrain.data.preprocess import (bandpass, preprocess, resample, resample_subject,
+                                     segment_frames, zscore)
+from jaxbrain.data.sources import Subject
 from jaxbrain.data.windows import make_windows, subject_windows, window_starts
 
 RNG = np.random.default_rng(1)
@@ -88,3 +90,54 @@ def test_subject_windows_pipeline():
   np.testing.assert_allclose(preprocess(x, 0.72, band_hz=(0.01, 0.1)),
                              zscore(bandpass(x, 0.72, 0.01, 0.1)), atol=1e-6)
 
+
+
+def _sine_fit(y: np.ndarray, tr: float, freq: float) -> tuple[np.ndarray, float]:
+  """Least-squares fit of y(k TR) = a sin(2 pi f t) + b cos(2 pi f t) + c on the middle 80% of the
+  frames (the ends carry the filter's edge effects): returns (a, b, c) and the largest residual."""
+  t = np.arange(len(y)) * tr
+  core = slice(len(y) // 10, len(y) - len(y) // 10)
+  basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t), np.ones_like(t)], 1)
+  coef = np.linalg.lstsq(basis[core], y[core], rcond=None)[0]
+  return coef, float(np.abs(basis[core] @ coef - y[core]).max())
+
+
+def test_resample_keeps_a_sine_below_nyquist():
+  """0.05 Hz (Nyquist is 0.23 Hz at TR 2.16 s): same frequency, amplitude and phase at the new frame
+  times, away from the edges; 0.72 -> 1.44 -> 0.72 s returns the original series."""
+  freq, t = 0.05, np.arange(1200) * 0.72
+  x = np.stack([np.sin(2 * np.pi * freq * t), 2.0 + 0.5 * np.sin(2 * np.pi * freq * t)])
+  for tr in (1.44, 2.16):
+    y = resample(x, 0.72, tr)
+    assert y.shape == (2, int(np.ceil(1200 * 0.72 / tr))) and y.dtype == np.float32
+    for row, want in ((0, (1.0, 0.0, 0.0)), (1, (0.5, 0.0, 2.0))):
+      coef, resid = _sine_fit(y[row].astype(np.float64), tr, freq)
+      np.testing.assert_allclose(coef, want, atol=2e-3)
+      assert resid < 2e-3
+    spectrum = np.abs(np.fft.rfft(y[0] * np.hanning(y.shape[1])))
+    peak = np.fft.rfftfreq(y.shape[1], tr)[np.argmax(spectrum)]
+    assert abs(peak - freq) <= 1 / (y.shape[1] * tr)  # within one FFT bin
+  back = resample(resample(x, 0.72, 1.44), 1.44, 0.72)
+  assert back.shape == x.shape
+  np.testing.assert_allclose(back[:, 120:-120], x[:, 120:-120], atol=2e-3)
+
+
+def test_resample_equals_scipy_resample_poly():
+  x = (RNG.standard_normal((3, 250)) + 100).astype(np.float32)
+  for tr_in, tr_out, up, down in ((0.72, 2.16, 1, 3), (2.0, 0.72, 25, 9), (0.735, 0.72, 49, 48)):
+    ref = scipy.signal.resample_poly(x.astype(np.float64), up, down, axis=-1, padtype="line")
+    np.testing.assert_array_equal(resample(x, tr_in, tr_out), ref.astype(np.float32))
+  np.testing.assert_array_equal(resample(x, 0.72, 0.72), x)
+  s = resample_subject(Subject("a", x, 2.0, "a.npy"), 0.72)
+  assert s.tr == 0.72 and s.id == "a" and s.num_frames == int(np.ceil(250 * 25 / 9))
+
+
+def test_resample_rejects_bad_trs():
+  x = RNG.standard_normal((2, 50))
+  for tr_in, tr_out, named in ((0.72, 0.0, "tr_out=0.0"), (-1.0, 0.72, "tr_in=-1.0"),
+                               (float("nan"), 0.72, "tr_in=nan")):
+    with pytest.raises(DataError, match=rf"^s\.npy: resampling {named}: expected a positive "
+                                        r"number of seconds$"):
+      resample(x, tr_in, tr_out, source="s.npy")
+  with pytest.raises(DataError, match=r"from TR 2\.1234 s to 0\.72 s: the nearest ratio 2843/964"):
+    resample(x, 2.1234, 0.72)

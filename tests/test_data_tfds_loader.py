@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from jaxbrain.data import DataError
+from jaxbrain.data.preprocess import resample_subject
 from jaxbrain.data.synthetic import make_synthetic
 from jaxbrain.data.tfds_builder import FmriWindowsConfig, build_dataset, load_data_source
 from jaxbrain.data.windows import subject_windows, window_arrays
@@ -67,6 +68,29 @@ def test_tfds_build_and_read_back(folder, tmp_path):
   batch = next(it)
   assert batch["x"].shape == (4, S, 8, 5) and batch["label"].dtype == np.int32
   assert batch["subject"].dtype == np.int32
+
+
+def test_tfds_build_stores_window_arrays_in_order(folder, tmp_path):
+  """With ``stride_frames`` (as config.data.stride_frames) and ``resample_tr``, a split holds
+  exactly ``window_arrays`` of its subjects (resampled first), in order: by subject id, then start."""
+  root, subjects, _ = folder
+  for name, resample_tr in (("stride2", None), ("tr05", 0.5)):
+    sources = build_dataset(_config(root, name=name, stride_frames=2, label_column=None,
+                                    resample_tr=resample_tr), tmp_path / "tfds")
+    meta = sources["train"].dataset_info.metadata
+    assert meta["stride_frames"] == 2 and meta["tr"] == (resample_tr or TR)
+    by_id = {s.id: s if resample_tr is None else resample_subject(s, resample_tr) for s in subjects}
+    assert meta["num_frames"] == [by_id[i].num_frames for i in sorted(by_id)]
+    for split, src in sources.items():
+      ids = meta["splits"][split]
+      ref = window_arrays([by_id[i] for i in ids], tau_s=TAU, num_segments=S, stride_frames=2,
+                          subject_index=[sorted(by_id).index(i) for i in ids])
+      got = next(make_loader(src, global_batch_size=len(src), shuffle=False, num_epochs=1,
+                             process_index=0, process_count=1, fields=("x", "subject", "start")))
+      for key in ("x", "subject", "start"):
+        np.testing.assert_array_equal(got[key], ref[key])
+  with pytest.raises(DataError, match=r"stride_frames=2 and stride_segments=2: give one of them"):
+    build_dataset(_config(root, name="both", stride_frames=2, stride_segments=2), tmp_path / "x")
 
 
 def test_tfds_bad_inputs_leave_nothing(folder, tmp_path):

@@ -1,14 +1,56 @@
-"""Preprocessing of [N_roi, T] series: z-scoring, band-pass, segments of tau seconds.
+"""Preprocessing of [N_roi, T] series: resampling to another TR, z-scoring, band-pass, segments of
+tau seconds.
 
 Windows are cut by ``jaxbrain.data.windows``.
 """
 from __future__ import annotations
 
+import dataclasses
+import fractions
+
 import numpy as np
 
+from jaxbrain.data.sources import Subject
 from jaxbrain.data.validation import DataError, check_length
 
 DEFAULT_TAU_S = 15.0
+RESAMPLE_MAX_DENOMINATOR = 1000  # largest up/down factor tried for the ratio of two TRs
+RESAMPLE_RTOL = 1e-9             # the achieved TR must equal the requested one to this precision
+
+
+def resample(x: np.ndarray, tr_in: float, tr_out: float, *, source: str = "array") -> np.ndarray:
+  """Band-limited resampling of [N, T] along time from TR ``tr_in`` to ``tr_out`` (seconds).
+
+  ``scipy.signal.resample_poly`` (Kaiser-windowed anti-aliasing filter, zero phase, ends padded
+  along a fitted line) with up/down the rational approximation of ``tr_in / tr_out`` (denominator
+  at most ``RESAMPLE_MAX_DENOMINATOR``); output frame k is at time ``k * tr_out``, ``ceil(T * up /
+  down)`` frames. Computed in float64, returned as float32. Raises DataError for a TR that is not a
+  positive number or a ratio whose approximation gives a TR off by more than ``RESAMPLE_RTOL``.
+  """
+  import scipy.signal
+  for name, tr in (("tr_in", tr_in), ("tr_out", tr_out)):
+    if not (isinstance(tr, (int, float, np.number)) and np.isfinite(tr) and tr > 0):
+      raise DataError(f"{source}: resampling {name}={tr!r}: expected a positive number of seconds")
+  ratio = fractions.Fraction(tr_in / tr_out).limit_denominator(RESAMPLE_MAX_DENOMINATOR)
+  up, down = ratio.numerator, ratio.denominator
+  achieved = tr_in * down / up
+  if abs(achieved - tr_out) > RESAMPLE_RTOL * tr_out:
+    raise DataError(f"{source}: cannot resample from TR {tr_in} s to {tr_out} s: the nearest ratio "
+                    f"{up}/{down} gives TR {achieved:.9g} s; pick a target TR whose ratio to "
+                    f"{tr_in} s is a fraction with denominator <= {RESAMPLE_MAX_DENOMINATOR}")
+  x64 = np.asarray(x, np.float64)
+  if up == down:
+    return x64.astype(np.float32)
+  return scipy.signal.resample_poly(x64, up, down, axis=-1, padtype="line").astype(np.float32)
+
+
+def resample_subject(subject: Subject, tr_out: float) -> Subject:
+  """``subject`` resampled to TR ``tr_out`` (``resample``); the new Subject's ``tr`` is ``tr_out``
+  (the TR achieved, exact to ``RESAMPLE_RTOL``). Returned unchanged if it already has that TR."""
+  if subject.tr == tr_out:
+    return subject
+  x = resample(subject.timeseries, subject.tr, tr_out, source=subject.source)
+  return dataclasses.replace(subject, timeseries=x, tr=float(tr_out))
 
 
 def zscore(x: np.ndarray, *, source: str = "array") -> np.ndarray:

@@ -2,8 +2,10 @@
 shards of windows, split by subject, readable with random access (``as_data_source``) by grain.
 
 Each example: ``x`` float32 [S, N, L] (segments, ROIs, frames per segment), ``subject`` int32 (index
-of the subject in the sorted list of all subject ids), ``label`` (int32 class, float32 target, or
-int32 -1 without a labels column) and ``subject_id`` (text). Splits hold disjoint subjects.
+of the subject in the sorted list of all subject ids), ``start`` int32 (the window's first frame),
+``label`` (int32 class, float32 target, or int32 -1 without a labels column) and ``subject_id``
+(text). Splits hold disjoint subjects. Within a split, examples are stored unshuffled in the order
+of ``jaxbrain.data.windows.window_arrays``: by subject id, then start (the loader shuffles).
 
 Usage::
 
@@ -26,11 +28,11 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxbrain.data import hcp
-from jaxbrain.data.preprocess import DEFAULT_TAU_S, segment_frames
+from jaxbrain.data.preprocess import DEFAULT_TAU_S, resample_subject, segment_frames
 from jaxbrain.data.sources import Subject, load_subjects, read_labels
 from jaxbrain.data.splits import split_subjects
 from jaxbrain.data.validation import DataError, check_length
-from jaxbrain.data.windows import subject_windows
+from jaxbrain.data.windows import subject_windows, window_starts
 from jaxtrain.data import array_record_splits
 
 BUILTIN_HCP = "builtin:hcp"
@@ -42,6 +44,9 @@ class FmriWindowsConfig(tfds.core.BuilderConfig):
 
   ``labels_path``/``label_column``/``task`` join a labels table (optional: without it every label
   is -1). ``holdout``: split name -> subject count or fraction (the rest is ``train``).
+  ``resample_tr``: resample every subject to this TR (s) first (``preprocess.resample``).
+  Windows start every ``stride_frames`` frames (as ``config.data.stride_frames`` and
+  ``windows.window_starts``); None: every ``stride_segments`` segments.
   """
   source: str = BUILTIN_HCP
   pattern: str | None = None
@@ -55,6 +60,8 @@ class FmriWindowsConfig(tfds.core.BuilderConfig):
   tau_s: float = DEFAULT_TAU_S
   num_segments: int = 4
   stride_segments: int = 1
+  stride_frames: int | None = None
+  resample_tr: float | None = None
   standardize: bool = True
   band_hz: tuple | None = None
   holdout: Mapping[str, int | float] = dataclasses.field(default_factory=lambda: {"test": 0.2})
@@ -69,6 +76,7 @@ class _Prepared:
   splits: dict[str, list[str]]
   num_rois: int
   seg_frames: int
+  stride_frames: int
   tr: float
   classes: list[str] | None
 
@@ -81,13 +89,21 @@ def prepare(cfg: FmriWindowsConfig) -> _Prepared:
     exclude = [cfg.labels_path] if cfg.labels_path else []
     subjects = load_subjects(cfg.source, cfg.pattern, tr=cfg.tr, key=cfg.key, roi_axis=cfg.roi_axis,
                              exclude=exclude)
+  if cfg.resample_tr is not None:
+    subjects = [resample_subject(s, cfg.resample_tr) for s in subjects]
   trs = {s.tr for s in subjects}
   if len(trs) != 1:
-    raise DataError(f"subjects have different TRs {sorted(trs)}; build one dataset per TR")
+    raise DataError(f"subjects have different TRs {sorted(trs)}; set resample_tr=<seconds> or "
+                    "build one dataset per TR")
   tr = trs.pop()
   seg = segment_frames(cfg.tau_s, tr)
   if not isinstance(cfg.stride_segments, int) or cfg.stride_segments < 1:
     raise DataError(f"stride_segments={cfg.stride_segments!r}: expected a positive integer")
+  if cfg.stride_frames is not None and cfg.stride_segments != 1:
+    raise DataError(f"stride_frames={cfg.stride_frames!r} and stride_segments="
+                    f"{cfg.stride_segments!r}: give one of them")
+  stride = cfg.stride_segments * seg if cfg.stride_frames is None else cfg.stride_frames
+  window_starts(0, seg, cfg.num_segments, stride)  # checks the stride
   for s in subjects:
     check_length(s.num_frames, seg, s.source, tr=tr, what=f"one segment (tau {cfg.tau_s} s)")
     check_length(s.num_frames, seg * cfg.num_segments, s.source, tr=tr,
@@ -107,8 +123,8 @@ def prepare(cfg: FmriWindowsConfig) -> _Prepared:
   splits = split_subjects(ids, dict(cfg.holdout), seed=cfg.seed)
   return _Prepared(subjects={s.id: s for s in subjects},
                    index={sid: i for i, sid in enumerate(sorted(ids))}, labels=labels,
-                   splits=splits, num_rois=subjects[0].num_rois, seg_frames=seg, tr=tr,
-                   classes=classes)
+                   splits=splits, num_rois=subjects[0].num_rois, seg_frames=seg,
+                   stride_frames=stride, tr=tr, classes=classes)
 
 
 def config_fields(cfg: FmriWindowsConfig) -> dict[str, Any]:
@@ -126,8 +142,10 @@ def config_fields(cfg: FmriWindowsConfig) -> dict[str, Any]:
 class FmriWindows(tfds.core.GeneratorBasedBuilder):
   """Windows of preprocessed fMRI ROI series, split by subject (see the module docstring)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "start feature, stride_frames, resample_tr, num_frames metadata, "
+                            "examples unshuffled."}
   BUILDER_CONFIGS = [FmriWindowsConfig(name="hcp", description="Built-in HCP data, 2 test subjects",
                                        holdout={"test": 2})]
 
@@ -146,13 +164,17 @@ class FmriWindows(tfds.core.GeneratorBasedBuilder):
             "x": tfds.features.Tensor(shape=(cfg.num_segments, p.num_rois, p.seg_frames),
                                       dtype=np.float32),
             "subject": tfds.features.Scalar(dtype=np.int32),
+            "start": tfds.features.Scalar(dtype=np.int32),
             "label": label,
             "subject_id": tfds.features.Text(),
         }),
         metadata=tfds.core.MetadataDict(
-            tr=p.tr, seg_frames=p.seg_frames, num_rois=p.num_rois, tau_s=cfg.tau_s,
-            subject_ids=sorted(p.index), splits=p.splits, classes=p.classes,
-            label_column=cfg.label_column, task=cfg.task, build_config=config_fields(cfg)),
+            tr=p.tr, seg_frames=p.seg_frames, stride_frames=p.stride_frames, num_rois=p.num_rois,
+            tau_s=cfg.tau_s, subject_ids=sorted(p.index),
+            num_frames=[p.subjects[i].num_frames for i in sorted(p.index)], splits=p.splits,
+            classes=p.classes, label_column=cfg.label_column, task=cfg.task,
+            build_config=config_fields(cfg)),
+        disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager):
@@ -165,11 +187,12 @@ class FmriWindows(tfds.core.GeneratorBasedBuilder):
     for sid in subject_ids:
       s = p.subjects[sid]
       windows = subject_windows(s.timeseries, s.tr, tau_s=cfg.tau_s, num_segments=cfg.num_segments,
-                                stride_frames=cfg.stride_segments * p.seg_frames,
-                                standardize=cfg.standardize, band_hz=cfg.band_hz, source=s.source)
+                                stride_frames=p.stride_frames, standardize=cfg.standardize,
+                                band_hz=cfg.band_hz, source=s.source)
+      starts = window_starts(s.num_frames, p.seg_frames, cfg.num_segments, p.stride_frames)
       for j, w in enumerate(windows):
-        yield f"{sid}/{j:06d}", {"x": w, "subject": p.index[sid], "label": p.labels[sid],
-                                 "subject_id": sid}
+        yield f"{sid}/{j:06d}", {"x": w, "subject": p.index[sid], "start": int(starts[j]),
+                                 "label": p.labels[sid], "subject_id": sid}
 
 
 def build_dataset(config: FmriWindowsConfig | str, data_dir: str | os.PathLike, *,

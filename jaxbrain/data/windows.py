@@ -88,7 +88,8 @@ def window_arrays(subjects: Sequence[Subject], *, tau_s: float = DEFAULT_TAU_S,
     raise DataError("window_arrays: no subjects")
   trs = {round(s.tr, 6) for s in subjects}
   if len(trs) != 1:
-    raise DataError(f"subjects have different TRs {sorted(trs)}; resample them to one TR first")
+    raise DataError(f"subjects have different TRs {sorted(trs)}; resample them to one TR first "
+                    "(jaxbrain.data.preprocess.resample_subject)")
   check_same_rois([(s.source, s.num_rois) for s in subjects])
   if labels is not None:
     labels = np.asarray(labels)

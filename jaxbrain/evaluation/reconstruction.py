@@ -70,6 +70,19 @@ def masked_mse(recon: ArrayLike, x: ArrayLike, mask: ArrayLike) -> float:
   return float(np.mean(diff * diff))
 
 
+def masked_mse_per_window(recon: ArrayLike, x: ArrayLike, mask: ArrayLike) -> np.ndarray:
+  """Masked MSE of each window [W] (float64), over its hidden cells' frames (NaN for a window with
+  no hidden cell)."""
+  x, mask = _check_pair(x, mask)
+  recon = np.asarray(recon)
+  if recon.shape != x.shape:
+    raise ValueError(f"recon: expected shape {x.shape} (= x.shape), got {recon.shape}")
+  err = np.square(recon.astype(np.float64) - np.where(mask[..., None], x, 0.0).astype(np.float64))
+  hidden = mask.sum(axis=(1, 2)) * x.shape[3]
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(mask[..., None], err, 0.0).sum(axis=(1, 2, 3)) / hidden
+
+
 def random_mask(shape: tuple[int, int, int], ratio: float, seed: int = 0) -> np.ndarray:
   """Segment-wise ROI mask bool [W, S, N]: in every segment ``num_masked(N, ratio)`` random ROIs are
   hidden (the model's rule: round(ratio * N), halves up), kept within [1, N - 1] so that a masked

@@ -21,11 +21,21 @@ from jaxbrain.tasks.inputs import FmriData
 from jaxtrain.errors import ConfigError
 
 
+def eval_mask(shape: tuple[int, int, int], config: ml_collections.ConfigDict) -> np.ndarray:
+  """The fixed evaluation masks bool [W, S, N]: ``config.eval.mask_ratio`` of the ROIs of every
+  segment (independent of the training ratio ``model.mask_ratio``, which may be 0), drawn with
+  ``config.eval.mask_seed``."""
+  ratio = config.eval.mask_ratio
+  if not 0 < ratio < 1:
+    raise ConfigError(f"config.eval.mask_ratio={ratio}: expected a ratio in (0, 1)")
+  return reconstruction.random_mask(shape, ratio, seed=config.eval.mask_seed)
+
+
 def reconstruction_eval(model: nnx.Module, test_x: np.ndarray, train_x: np.ndarray,
                         config: ml_collections.ConfigDict) -> dict:
-  """Masked-reconstruction MSE of the model and of each baseline on ``test_x`` [W,S,N,L]."""
-  mask = reconstruction.random_mask(test_x.shape[:3], config.model.mask_ratio,
-                                    seed=config.eval.mask_seed)
+  """Masked-reconstruction MSE of the model and of each baseline on ``test_x`` [W,S,N,L], with the
+  baselines fitted on ``train_x``."""
+  mask = eval_mask(test_x.shape[:3], config)
   recon = inference.reconstruct(model, test_x, mask, config.eval.batch_size)
   lam = None if config.eval.ridge_lambda < 0 else config.eval.ridge_lambda
   out = reconstruction.baseline_errors(test_x, mask, train_x, lam=lam)

@@ -1,6 +1,8 @@
 """Self-supervised pretraining on the shared engine: the task, a validation evaluator and the run."""
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 import numpy as np
 
@@ -10,14 +12,17 @@ from jaxtrain.data import InMemorySource, make_loader
 from jaxtrain.errors import ConfigError
 from jaxtrain.task import Evaluator, Task
 
+READ_THREADS = 4  # threads reading examples from files (array_record) ahead of the step
+
 
 def reconstruction_evaluator(name: str, x: np.ndarray, config: ml_collections.ConfigDict
                              ) -> Evaluator:
-  """Masked-reconstruction MSE on windows ``x`` [W, S, N, L] with fixed masks
-  (``config.eval.mask_seed``), the model in eval mode: logged as ``eval/<name>/recon_mse``."""
+  """Masked-reconstruction MSE on windows ``x`` [W, S, N, L] with the fixed evaluation masks
+  (``evaluate.eval_mask``), the model in eval mode: logged as ``eval/<name>/recon_mse``."""
   from jaxbrain.evaluation import reconstruction
   from jaxbrain.tasks import inference
-  mask = reconstruction.random_mask(x.shape[:3], config.model.mask_ratio, seed=config.eval.mask_seed)
+  from jaxbrain.tasks.evaluate import eval_mask
+  mask = eval_mask(x.shape[:3], config)
 
   def fn(model):
     recon = inference.reconstruct(model, x, mask, config.eval.batch_size)
@@ -33,16 +38,19 @@ def pretrain_task(config: ml_collections.ConfigDict, evaluators=()) -> Task:
               loss=family.pretrain_loss, evaluators=tuple(evaluators))
 
 
-def pretrain(config: ml_collections.ConfigDict, workdir: str, train_x: np.ndarray,
+def pretrain(config: ml_collections.ConfigDict, workdir: str, train_x: np.ndarray | Any,
              val_x: np.ndarray | None = None) -> loop.TrainResult:
-  """Pretrains on windows ``train_x`` [W, S, N, L]; resumes from ``workdir`` if it has a checkpoint.
-  With ``val_x``, the validation reconstruction error is evaluated every ``train.eval_every`` steps."""
-  source = InMemorySource({"x": train_x})
+  """Pretrains on windows ``train_x``: an array [W, S, N, L] or a random-access source of examples
+  with field ``x`` (``jaxtrain.data``: e.g. a TFDS build's split, read per host as the loader needs
+  it); resumes from ``workdir`` if it has a checkpoint. With ``val_x``, the validation
+  reconstruction error is evaluated every ``train.eval_every`` steps."""
+  source = InMemorySource({"x": train_x}) if isinstance(train_x, np.ndarray) else train_x
   if len(source) < config.train.batch_size:
     raise ConfigError(f"{len(source)} training windows, fewer than config.train.batch_size="
                       f"{config.train.batch_size}")
+  in_memory = isinstance(source, InMemorySource)
   train_iter = make_loader(source, global_batch_size=config.train.batch_size, seed=config.seed,
-                           fields=("x",))
+                           fields=("x",), num_threads=0 if in_memory else READ_THREADS)
   evaluators = () if val_x is None else (reconstruction_evaluator("val", val_x, config),)
   return loop.train(config=config, workdir=workdir, task=pretrain_task(config, evaluators),
                     train_iter=train_iter)

@@ -1,68 +1,76 @@
 """``train_and_evaluate(config, workdir)``: pretrain BrainMAE, evaluate, optionally fine-tune."""
 from __future__ import annotations
 
+import copy
 import time
 
 import jax
 import ml_collections
-import numpy as np
 from flax import nnx
 
-from jaxbrain.data.splits import split_subjects
 from jaxbrain.tasks import evaluate, finetune, inputs, pretrain
 from jaxtrain import metrics as metrics_lib
+from jaxtrain.config import get
 from jaxtrain.errors import ConfigError
 
 
-def check_model_matches_data(config: ml_collections.ConfigDict, data: inputs.FmriData) -> None:
-  n = data.subjects[0].num_rois
-  seg = inputs.frames_per_segment(config.data, data.subjects)
-  for field, want in (("num_rois", n), ("seg_len", seg)):
-    if config.model[field] != want:
+def with_data_shapes(config: ml_collections.ConfigDict, num_rois: int, seg_len: int
+                     ) -> ml_collections.ConfigDict:
+  """A copy of ``config`` whose ``model.num_rois`` and ``model.seg_len``, where 0 (unset), are the
+  data's: its ROI count and frames per ``data.tau_s`` segment (``inputs.data_shapes`` for subjects
+  in memory). Explicit values must equal them (ConfigError)."""
+  config = copy.deepcopy(config)
+  for field, want in (("num_rois", num_rois), ("seg_len", seg_len)):
+    if config.model[field] == 0:
+      config.model[field] = int(want)
+    elif config.model[field] != want:
       raise ConfigError(f"config.model.{field}={config.model[field]} but the data has {want} "
                         f"({'ROIs' if field == 'num_rois' else 'frames per segment of config.data.tau_s'}); "
-                        f"set --config.model.{field}={want}")
+                        f"set --config.model.{field}={want} (or 0 to take it from the data)")
   if config.data.num_segments > config.model.num_segments:
     raise ConfigError(f"config.data.num_segments={config.data.num_segments} exceeds "
                       f"config.model.num_segments={config.model.num_segments}")
+  return config
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the whole experiment; returns (and writes to workdir/summary.json) its summary."""
+  """Runs the whole experiment; returns (and writes to workdir/summary.json) its summary, whose
+  config has the model shapes taken from the data. Windows come from subjects in memory, or from
+  the TFDS build in ``config.data.tfds_dir`` (``inputs.tfds_windows``: its splits decide the
+  subjects)."""
   t0 = time.perf_counter()
-  data = inputs.load_data(config.data)
-  check_model_matches_data(config, data)
-  # Held-out subjects (reported) first, then validation subjects (periodic evaluation during
-  # pretraining, never reported as results) from the rest; with val 0 the split is unchanged.
-  holdout = {"heldout": config.data.holdout_subjects,
-             "val": int(config.data.get("val_subjects", 0) or 0)}
-  split = split_subjects(data.ids, holdout, seed=config.seed)
-  index = {sid: i for i, sid in enumerate(data.ids)}
-  def arrays(ids, stride=None):
-    return inputs.window_arrays(data.select(ids), config.data, stride_frames=stride,
-                                subject_index=[index[i] for i in ids])
+  if get(config.data, "tfds_dir", ""):
+    if config.finetune.enabled:
+      raise ConfigError("config.finetune.enabled needs the subjects in memory; it does not work "
+                        "with config.data.tfds_dir")
+    win = inputs.tfds_windows(config)
+  else:
+    win = inputs.memory_windows(config, inputs.load_data(config.data))
+  config = with_data_shapes(config, win.num_rois, win.seg_len)
+  # Held-out subjects are reported; validation subjects are evaluated during pretraining only.
+  split = win.splits
   seg_len = config.model.seg_len
-  train = arrays(split["train"], config.data.stride_frames)
-  val_x = arrays(split["val"], config.data.num_segments * seg_len)["x"] if split["val"] else None
+  whole = config.data.num_segments * seg_len  # a hop of one window: non-overlapping windows
+  val_x = win.arrays("val", whole)["x"] if split["val"] else None
 
-  result = pretrain.pretrain(config, workdir, train["x"], val_x)
+  result = pretrain.pretrain(config, workdir, win.train, val_x)
   sections = {"pretrain_subjects": split["train"], "val_subjects": split["val"],
-              "heldout_subjects": split["heldout"], "num_train_windows": int(len(train["x"]))}
+              "heldout_subjects": split["heldout"], "num_train_windows": len(win.train)}
   if not result.preempted:
     model = result.model
     ev = {}
     if split["heldout"]:
-      test = arrays(split["heldout"], config.data.num_segments * seg_len)  # non-overlapping
       if config.eval.reconstruction:
-        ev.update(evaluate.reconstruction_eval(model, test["x"], train["x"], config))
+        train_x = win.train_sample(config.eval.baseline_windows, config.eval.mask_seed)
+        ev.update(evaluate.reconstruction_eval(model, win.arrays("heldout", whole)["x"], train_x,
+                                               config))
       if config.eval.fingerprint:
-        frames = np.array([s.num_frames for s in data.subjects])  # indexed by window "subject"
-        ev.update(evaluate.fingerprint_eval(model, arrays(split["heldout"], seg_len), frames,
+        ev.update(evaluate.fingerprint_eval(model, win.arrays("heldout", seg_len), win.num_frames,
                                             config))
     if config.eval.interpret and jax.process_index() == 0:
-      ev.update(evaluate.interpretability(model, data, workdir, config))
+      ev.update(evaluate.interpretability(model, win.data, workdir, config))
     sections["eval"] = ev
     if config.finetune.enabled:
-      sections["finetune"] = finetune.cross_validate(config, workdir, data, nnx.state(model))
+      sections["finetune"] = finetune.cross_validate(config, workdir, win.data, nnx.state(model))
   return metrics_lib.write_summary(workdir, config, result, wall_time_s=time.perf_counter() - t0,
                                    **sections)

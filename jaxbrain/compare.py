@@ -1,0 +1,328 @@
+"""The fMRI benchmark: ``python -m jaxbrain.compare --config=configs/compare.py[:smoke|full] --workdir=DIR``.
+
+Runs every BrainMAE row and every baseline on the same held-out subjects, windows and masks, in
+subject-level folds, and writes ``comparison.json``, ``comparison.md`` and ``comparison.png``. The
+protocol is in ``configs/compare.py``. Every (fold, method) is a cell whose result is saved under
+``DIR/cells`` as soon as it is done; a killed comparison resumes without redoing finished cells (and a
+model row resumes its training from its last checkpoint).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import ml_collections
+import numpy as np
+
+from jaxtrain import cli
+from jaxtrain import metrics as metrics_lib
+
+
+BASELINES = ("roi_mean", "linear_interp", "ridge", "st_ridge")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Rejects unknown baselines and empty row lists before any work starts."""
+  from jaxtrain.errors import ConfigError
+  unknown = [b for b in config.baselines if b not in BASELINES]
+  if unknown:
+    raise ConfigError(f"config.baselines has {unknown}; expected names from {list(BASELINES)}")
+  if not len(config.rows):
+    raise ConfigError("config.rows is empty; expected at least one model row")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Folds, windows and masks.
+
+def fold_splits(ids: Sequence[str], protocol: ml_collections.ConfigDict, seed: int
+                ) -> list[dict[str, list[str]]]:
+  """Per fold {'train', 'val', 'heldout'}: k subject-level folds; the validation subjects are drawn
+  from that fold's pretraining subjects, so nothing is chosen on the held-out ones."""
+  from jaxbrain.data.splits import kfold_subjects, split_subjects
+  out = []
+  for f, (rest, heldout) in enumerate(kfold_subjects(ids, int(protocol.folds), seed=seed)):
+    part = split_subjects(rest, {"val": int(protocol.val_subjects)}, seed=seed + f)
+    out.append({"train": part["train"], "val": part["val"], "heldout": heldout})
+  return out
+
+
+def _masked_windows(x: np.ndarray, protocol: ml_collections.ConfigDict, seed: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """Each window repeated ``mask_draws`` times (consecutive) with its own random mask."""
+  from jaxbrain.evaluation.reconstruction import random_mask
+  draws = int(protocol.mask_draws)
+  xr = np.repeat(x, draws, axis=0)
+  return xr, random_mask(xr.shape[:3], float(protocol.mask_ratio), seed=seed)
+
+
+def _per_window(errors: np.ndarray, draws: int) -> np.ndarray:
+  return errors.reshape(-1, draws).mean(axis=1)
+
+
+class FoldData:
+  """Everything one fold's cells read: training/validation windows, the held-out evaluation sets
+  (native TR and each cross-TR version, with their masks) and the fingerprinting windows."""
+
+  def __init__(self, config: ml_collections.ConfigDict, data: Any, split: dict, fold: int):
+    from jaxbrain.data.preprocess import resample
+    from jaxbrain.tasks import inputs
+    bc, protocol = config.brainmae, config.protocol
+    self.split, self.fold = split, fold
+    index = {sid: i for i, sid in enumerate(data.ids)}
+    seg = inputs.frames_per_segment(bc.data, data.subjects)
+    window = bc.data.num_segments * seg
+
+    def arrays(subjects, stride, **kw):
+      return inputs.window_arrays(subjects, bc.data, stride_frames=stride,
+                                  subject_index=[index[s.id] for s in subjects], **kw)
+    self.train_x = arrays(data.select(split["train"]), bc.data.stride_frames)["x"]
+    self.val_x = arrays(data.select(split["val"]), window)["x"]
+    seed = int(protocol.mask_seed) + 1000 * fold
+    self.val = _masked_windows(self.val_x, protocol, seed + 1)
+    heldout = data.select(split["heldout"])
+    self.sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    self.groups: dict[str, np.ndarray] = {}
+    for name, tr in [("native", None)] + [(f"tr{t:g}", float(t)) for t in config.cross_tr]:
+      subjects = heldout if tr is None else [_through_tr(s, tr, resample) for s in heldout]
+      a = arrays(subjects, window)
+      self.sets[name] = _masked_windows(a["x"], protocol, seed)
+      self.groups[name] = a["subject"]
+    # Fingerprinting: non-overlapping windows of 1, 2, ... segments of the held-out scans.
+    self.fingerprint = {}
+    for k in config.fingerprint_segments:
+      d = ml_collections.ConfigDict(bc.data.to_dict())
+      d.num_segments = int(k)
+      a = inputs.window_arrays(heldout, d, stride_frames=int(k) * seg,
+                               subject_index=[index[s.id] for s in heldout])
+      half = np.array([s.num_frames // 2 for s in heldout])[
+          np.searchsorted([index[s.id] for s in heldout], a["subject"])]
+      length = int(k) * seg
+      parts = np.where(a["start"] + length <= half, 0, np.where(a["start"] >= half, 1, -1))
+      keep = parts >= 0
+      self.fingerprint[f"{k}seg"] = {"x": a["x"][keep], "subject": a["subject"][keep],
+                                     "part": parts[keep]}
+
+
+def _through_tr(subject: Any, tr: float, resample: Callable) -> Any:
+  """The subject's scan as a scanner at TR ``tr`` would record it, resampled back to its TR."""
+  import dataclasses
+  x = subject.timeseries
+  back = resample(resample(x, subject.tr, tr), tr, subject.tr)[:, :x.shape[1]]
+  return dataclasses.replace(subject, timeseries=back.astype(x.dtype))
+
+
+def fingerprint_correct(emb: np.ndarray, fp: dict) -> np.ndarray:
+  """Per query (second-half window): 1.0 if its subject is identified from the first halves."""
+  from jaxbrain.evaluation.fingerprint import fingerprint
+  res = fingerprint(emb, fp["subject"], fp["part"], 0, 1, match="mean")
+  return (np.asarray(res["predicted"]) == np.asarray(res["true"])).astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Cells: one method on one fold -> arrays of per-item scores (saved, so a rerun skips them).
+
+def baseline_cells(config: ml_collections.ConfigDict, fd: FoldData) -> dict[str, dict]:
+  """Every baseline of ``config.baselines`` fitted on the pretraining subjects, its choices made on
+  the validation subjects, scored on every held-out set."""
+  from jaxbrain.evaluation import reconstruction as rec
+  from jaxbrain.evaluation import st_ridge
+  from jaxbrain.tasks.inference import raw_fc
+  draws = int(config.protocol.mask_draws)
+  ratio = float(config.protocol.mask_ratio)
+  fallback = rec.roi_means(fd.train_x)
+
+  def ridge_fit():
+    models = [rec.fit_ridge(fd.train_x, lam) for lam in rec.DEFAULT_LAMS]
+    vx, vm = fd.val
+    scores = [rec.masked_mse(rec.ridge_predict(vx, vm, m), vx, vm) for m in models]
+    best = models[int(np.argmin(scores))]
+    return lambda x, m: rec.ridge_predict(x, m, best), {"lam": best.lam}
+
+  def st_fit():
+    model = st_ridge.fit_st_ridge(fd.train_x, val_x=fd.val_x, mask_ratio=ratio,
+                                  seed=int(config.protocol.mask_seed))
+    return lambda x, m: st_ridge.st_ridge_predict(x, m, model), {"lam": model.lam, "k": model.k}
+  fits = {
+      "roi_mean": lambda: (lambda x, m: rec.roi_mean(x, m, fd.train_x), {}),
+      "linear_interp": lambda: (lambda x, m: rec.linear_interp(x, m, fallback=fallback), {}),
+      "ridge": ridge_fit,
+      "st_ridge": st_fit,
+  }
+  out = {}
+  for name in config.baselines:
+    predict, chosen = fits[name]()
+    vx, vm = fd.val
+    cell = {"val_mse": np.float64(rec.masked_mse(predict(vx, vm), vx, vm)),
+            **{f"chosen_{k}": np.float64(v) for k, v in chosen.items()}}
+    for set_name, (x, m) in fd.sets.items():
+      cell[f"mse/{set_name}"] = _per_window(rec.masked_mse_per_window(predict(x, m), x, m), draws)
+    out[name] = cell
+  out["raw_fc"] = {f"fp/{k}": fingerprint_correct(raw_fc(fp["x"]), fp)
+                   for k, fp in fd.fingerprint.items()}
+  # Each item's subject, the groups of the bootstrap: held-out windows, then fingerprint queries.
+  out["items"] = {**{f"mse/{k}": fd.groups[k] for k in fd.sets},
+                  **{f"fp/{k}": fp["subject"][fp["part"] == 1] for k, fp in fd.fingerprint.items()}}
+  return out
+
+
+def row_config(config: ml_collections.ConfigDict, row: str, data: Any) -> ml_collections.ConfigDict:
+  """``config.brainmae`` with the row's model overrides, the protocol's evaluation masks and the
+  model shapes of ``data``."""
+  from jaxbrain.tasks.inputs import frames_per_segment
+  from jaxbrain.tasks.train import with_data_shapes
+  c = ml_collections.ConfigDict(config.brainmae.to_dict())
+  c.name = f"{config.name}/{row}"
+  c.seed = int(config.seed)
+  c.model.update(config.rows[row].to_dict())
+  c.eval.mask_ratio = float(config.protocol.mask_ratio)
+  c.eval.mask_seed = int(config.protocol.mask_seed)
+  return with_data_shapes(c, data.subjects[0].num_rois, frames_per_segment(c.data, data.subjects))
+
+
+def model_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_dir: str,
+               data: Any) -> dict:
+  """Pretrains the row on the fold's pretraining subjects (early stopping on the validation
+  subjects: the best checkpoint by validation reconstruction error), then scores it."""
+  from jaxbrain.evaluation.reconstruction import masked_mse_per_window
+  from jaxbrain.tasks import inference, pretrain
+  from jaxtrain import loop
+  c = row_config(config, row, data)
+  result = pretrain.pretrain(c, run_dir, fd.train_x, fd.val_x)
+  if result.preempted:  # the checkpoint is saved: rerunning the command resumes here
+    raise SystemExit(f"preempted while training {run_dir}; rerun the same command to resume")
+  model, step = loop.restore_model(c, pretrain.pretrain_task(c), os.path.join(run_dir, "best"))
+  model.eval()
+  draws, bs = int(config.protocol.mask_draws), int(c.eval.batch_size)
+  cell = {"val_mse": np.float64(result.best["value"]), "best_step": np.float64(step)}
+  for set_name, (x, m) in fd.sets.items():
+    recon = inference.reconstruct(model, x, m, bs)
+    cell[f"mse/{set_name}"] = _per_window(masked_mse_per_window(recon, x, m), draws)
+  kind = c.eval.fingerprint_embedding
+  for k, fp in fd.fingerprint.items():
+    cell[f"fp/{k}"] = fingerprint_correct(inference.embed(model, fp["x"], bs, kind), fp)
+  if row == next(iter(config.rows)):  # what pretraining adds: the same encoder untrained
+    from jaxbrain import models
+    from flax import nnx
+    untrained = models.family(c.model).build(c.model, rngs=nnx.Rngs(c.seed))
+    untrained.eval()
+    cell["untrained"] = {f"fp/{k}": fingerprint_correct(inference.embed(untrained, fp["x"], bs,
+                                                                        kind), fp)
+                         for k, fp in fd.fingerprint.items()}
+  return cell
+
+
+class CellStore:
+  """Finished cells as ``DIR/cells/<part>/<name>.npz`` (numbers only, never pickles), written
+  atomically; a cell present on disk is not recomputed."""
+
+  def __init__(self, workdir: str):
+    self.root = os.path.join(workdir, "cells")
+
+  def path(self, part: str, name: str) -> str:
+    return os.path.join(self.root, part, f"{name}.npz")
+
+  def get(self, part: str, name: str) -> dict | None:
+    p = self.path(part, name)
+    if not os.path.exists(p):
+      return None
+    with np.load(p, allow_pickle=False) as z:
+      return {k: z[k] for k in z.files}
+
+  def put(self, part: str, name: str, arrays: dict) -> None:
+    p = self.path(part, name)
+    os.makedirs(os.path.dirname(p), exist_ok=True)
+    metrics_lib.write_atomic(p, lambda f: np.savez(f, **arrays))
+
+
+def _flatten(cell: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in cell.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}:"))
+    else:
+      out[f"{prefix}{k}"] = np.asarray(v)
+  return out
+
+
+def _unflatten(arrays: dict) -> dict:
+  out: dict = {}
+  for k, v in arrays.items():
+    *heads, leaf = k.split(":")
+    node = out
+    for h in heads:
+      node = node.setdefault(h, {})
+    node[leaf] = v
+  return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run.
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Runs (or resumes) the whole comparison; writes and returns comparison.json's content."""
+  from jaxbrain.evaluation import comparison_report
+  from jaxbrain.tasks import inputs
+  t0 = time.perf_counter()
+  check_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  store = CellStore(workdir)
+  data = inputs.load_data(config.brainmae.data)
+  splits = fold_splits(data.ids, config.protocol, int(config.seed))
+  rows = list(config.rows)
+  tasks = [(f, name) for f in range(len(splits)) for name in ["baselines", *rows]]
+  labelled = bool(config.labelled.enabled)
+  progress = metrics_lib.Progress(len(tasks) + int(labelled), desc="compare", unit="cell",
+                                  every_s=0.0)
+  cells: dict[int, dict[str, dict]] = {}
+  fold_data: dict[int, FoldData] = {}
+  for done, (f, name) in enumerate(tasks):
+    cell = store.get(f"fold{f}", name)
+    if cell is None:
+      if f not in fold_data:
+        fold_data = {f: FoldData(config, data, splits[f], f)}  # one fold in memory at a time
+      fd = fold_data[f]
+      if name == "baselines":
+        for method, c in baseline_cells(config, fd).items():
+          store.put(f"fold{f}", method, _flatten(c))
+        cell = {}
+      else:
+        cell = _flatten(model_cell(config, name, fd, os.path.join(workdir, "runs", f"fold{f}",
+                                                                  name), data))
+      store.put(f"fold{f}", name, cell)
+    cells.setdefault(f, {})[name] = _unflatten(cell)
+    progress.update(done + 1, force=True)
+  for f in cells:  # the baselines' own files
+    for method in [*config.baselines, "raw_fc", "items"]:
+      cells[f][method] = _unflatten(store.get(f"fold{f}", method))
+  result = {"labelled": None}
+  if labelled:
+    cell = store.get("labelled", "predictions")
+    if cell is None:
+      from jaxbrain.tasks.labelled import labelled_cells
+      cell = _flatten(labelled_cells(config, row_config(config, rows[0], data),
+                                     os.path.join(workdir, "runs", "labelled")))
+      store.put("labelled", "predictions", cell)
+    result["labelled"] = _unflatten(cell)
+    progress.update(len(tasks) + 1, force=True)
+  summary = comparison_report.summarise(config, splits, cells, result["labelled"], data.ids)
+  summary["wall_time_s"] = time.perf_counter() - t0
+  comparison_report.write(workdir, config, summary)
+  return summary
+
+
+def report(summary: dict) -> None:
+  """Prints the Markdown table."""
+  from jaxbrain.evaluation import comparison_report
+  print(comparison_report.markdown(summary))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Runs the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+  return cli.run(train_and_evaluate, argv=argv, report=report, prog="python -m jaxbrain.compare",
+                 doc=__doc__)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
