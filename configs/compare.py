@@ -41,9 +41,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       folds=3, val_subjects=1, mask_ratio=0.5, mask_draws=4, mask_seed=1234,
       bootstrap=10000, level=0.95))
   c.baselines = ("roi_mean", "linear_interp", "ridge", "st_ridge")
-  # Model rows: overrides of c.brainmae.model. The first row is "ours" in the summary lines.
+  # Model rows: overrides of c.brainmae.model. The first row is ours; the others are BrainMAE
+  # without the linear prior and the paper's ablations of it.
   c.rows = ml_collections.ConfigDict({
-      "brainmae": {},                                    # ours: per-ROI temporal attention
+      "brainmae_prior": {"linear_prior": True},          # ours: linear prior + residual network
+      "brainmae": {},                                    # per-ROI temporal attention, no prior
       "brainmae_paper": {"roi_temporal": "none"},        # the paper's model
       "no_embedding_attention": {"embedding_attention": False},
       "plain_autoencoder": {"mask_ratio": 0.0},
@@ -54,9 +56,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.fingerprint_segments = (1, 2)     # query lengths: one 15 s segment, 30 s
 
   # Labelled tasks on the synthetic cohort: pretrained vs random init vs static-FC baselines.
+  # Modes: 'probe' (L2 logistic / ridge on the frozen encoder, penalty by inner CV), 'full'
+  # (fine-tuning on the engine: `full` variant only, as it needs ~10 min on 2 cores), 'fc_linear'
+  # and 'fc_mlp' (static FC).
   c.labelled = ml_collections.ConfigDict(dict(
       enabled=True, folds=5, targets=("class:classification", "score:regression"),
-      pretrain_subjects=16, labelled_subjects=24, length=1200, seed=7))
+      modes=("probe", "fc_linear", "fc_mlp"), pretrain_subjects=16, labelled_subjects=24,
+      length=1200, seed=7))
 
   if variant == "smoke":
     c.brainmae.model.update(dict(embed_dim=16, tse_depth=1, decoder_dim=8))
@@ -65,7 +71,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.brainmae.optim.warmup_steps = 2
     c.brainmae.finetune.update(dict(steps=10, batch_size=8))
     c.protocol.update(dict(mask_draws=1, bootstrap=200))
-    c.rows = ml_collections.ConfigDict({"brainmae": {}, "plain_autoencoder": {"mask_ratio": 0.0}})
+    c.rows = ml_collections.ConfigDict({"brainmae_prior": {"linear_prior": True},
+                                        "plain_autoencoder": {"mask_ratio": 0.0}})
     c.cross_tr = (1.44,)
     c.labelled.update(dict(folds=2, pretrain_subjects=4, labelled_subjects=6, length=300))
   elif variant == "full":
@@ -74,6 +81,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.brainmae.train.update(dict(steps=full.train.steps, batch_size=full.train.batch_size,
                                  checkpoint_every=250, eval_every=250))
     c.brainmae.optim.warmup_steps = full.optim.warmup_steps
+    c.labelled.modes = ("probe", "full", "fc_linear", "fc_mlp")
   elif variant != "default":
     raise ValueError(f"unknown variant {variant!r} of configs/compare.py; "
                      "expected one of: default, smoke, full")

@@ -8,7 +8,10 @@ model row resumes its training from its last checkpoint).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import sys
 import time
 from typing import Any, Callable, Sequence
@@ -96,8 +99,8 @@ class FoldData:
       d.num_segments = int(k)
       a = inputs.window_arrays(heldout, d, stride_frames=int(k) * seg,
                                subject_index=[index[s.id] for s in heldout])
-      half = np.array([s.num_frames // 2 for s in heldout])[
-          np.searchsorted([index[s.id] for s in heldout], a["subject"])]
+      half_of = {index[s.id]: s.num_frames // 2 for s in heldout}
+      half = np.array([half_of[i] for i in a["subject"]])
       length = int(k) * seg
       parts = np.where(a["start"] + length <= half, 0, np.where(a["start"] >= half, 1, -1))
       keep = parts >= 0
@@ -150,11 +153,16 @@ def baseline_cells(config: ml_collections.ConfigDict, fd: FoldData) -> dict[str,
       "ridge": ridge_fit,
       "st_ridge": st_fit,
   }
+  # In-sample error on (up to 64 of) the training windows, beside the validation error.
+  pick = np.random.default_rng(int(config.seed)).permutation(len(fd.train_x))[:64]
+  tx = fd.train_x[np.sort(pick)]
+  tm = rec.random_mask(tx.shape[:3], ratio, seed=int(config.protocol.mask_seed) + 7)
   out = {}
   for name in config.baselines:
     predict, chosen = fits[name]()
     vx, vm = fd.val
     cell = {"val_mse": np.float64(rec.masked_mse(predict(vx, vm), vx, vm)),
+            "train_mse": np.float64(rec.masked_mse(predict(tx, tm), tx, tm)),
             **{f"chosen_{k}": np.float64(v) for k, v in chosen.items()}}
     for set_name, (x, m) in fd.sets.items():
       cell[f"mse/{set_name}"] = _per_window(rec.masked_mse_per_window(predict(x, m), x, m), draws)
@@ -182,20 +190,27 @@ def row_config(config: ml_collections.ConfigDict, row: str, data: Any) -> ml_col
 
 
 def model_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_dir: str,
-               data: Any) -> dict:
+               data: Any, prior_lam: float | None = None) -> dict:
   """Pretrains the row on the fold's pretraining subjects (early stopping on the validation
-  subjects: the best checkpoint by validation reconstruction error), then scores it."""
+  subjects: the best checkpoint by validation reconstruction error), then scores it. A row with a
+  linear prior takes ``prior_lam``, the ridge penalty chosen on the validation subjects."""
   from jaxbrain.evaluation.reconstruction import masked_mse_per_window
   from jaxbrain.tasks import inference, pretrain
   from jaxtrain import loop
   c = row_config(config, row, data)
+  if c.model.linear_prior and prior_lam is not None:
+    c.model.prior_lam = float(prior_lam)
   result = pretrain.pretrain(c, run_dir, fd.train_x, fd.val_x)
   if result.preempted:  # the checkpoint is saved: rerunning the command resumes here
     raise SystemExit(f"preempted while training {run_dir}; rerun the same command to resume")
   model, step = loop.restore_model(c, pretrain.pretrain_task(c), os.path.join(run_dir, "best"))
   model.eval()
   draws, bs = int(config.protocol.mask_draws), int(c.eval.batch_size)
-  cell = {"val_mse": np.float64(result.best["value"]), "best_step": np.float64(step)}
+  # Training loss (masked MSE on training batches, logged every train.log_every steps) at the best
+  # step: with the validation error it shows how much the row overfits its pretraining subjects.
+  logged = [h for h in result.history if h["step"] <= step] or result.history
+  cell = {"val_mse": np.float64(result.best["value"]), "best_step": np.float64(step),
+          "train_mse": np.float64(logged[-1]["loss"] if logged else np.nan)}
   for set_name, (x, m) in fd.sets.items():
     recon = inference.reconstruct(model, x, m, bs)
     cell[f"mse/{set_name}"] = _per_window(masked_mse_per_window(recon, x, m), draws)
@@ -213,9 +228,25 @@ def model_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_di
   return cell
 
 
+def cell_key(config: ml_collections.ConfigDict, name: str) -> str:
+  """A digest of every setting the cell ``name`` depends on: a stored cell with another digest was
+  computed with other settings and is redone."""
+  parts = {k: config[k] for k in ("seed", "brainmae", "cross_tr", "fingerprint_segments")}
+  parts["protocol"] = {k: v for k, v in config.protocol.items() if k not in ("bootstrap", "level")}
+  if name in config.rows:
+    parts["row"] = config.rows[name]
+  elif name == "labelled":
+    parts.update(labelled=config.labelled, row=config.rows[next(iter(config.rows))])
+  else:
+    parts["baselines"] = config.baselines
+  text = json.dumps(ml_collections.ConfigDict(parts).to_dict(), sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 class CellStore:
-  """Finished cells as ``DIR/cells/<part>/<name>.npz`` (numbers only, never pickles), written
-  atomically; a cell present on disk is not recomputed."""
+  """Finished cells as ``DIR/cells/<part>/<name>.npz`` (numbers and strings only, never pickles),
+  written atomically with the digest of their settings; a cell on disk with the same digest is not
+  recomputed."""
 
   def __init__(self, workdir: str):
     self.root = os.path.join(workdir, "cells")
@@ -223,17 +254,35 @@ class CellStore:
   def path(self, part: str, name: str) -> str:
     return os.path.join(self.root, part, f"{name}.npz")
 
-  def get(self, part: str, name: str) -> dict | None:
+  def get(self, part: str, name: str, key: str) -> dict | None:
     p = self.path(part, name)
     if not os.path.exists(p):
       return None
     with np.load(p, allow_pickle=False) as z:
-      return {k: z[k] for k in z.files}
+      cell = {k: z[k] for k in z.files}
+    if str(cell.pop("_key", "")) != key:
+      print(f"compare: {p} was computed with other settings; redoing it", flush=True)
+      return None
+    return cell
 
-  def put(self, part: str, name: str, arrays: dict) -> None:
+  def put(self, part: str, name: str, arrays: dict, key: str) -> None:
     p = self.path(part, name)
     os.makedirs(os.path.dirname(p), exist_ok=True)
-    metrics_lib.write_atomic(p, lambda f: np.savez(f, **arrays))
+    metrics_lib.write_atomic(p, lambda f: np.savez(f, _key=np.asarray(key), **arrays))
+
+
+def _run_dir(path: str, key: str) -> str:
+  """``path`` for a cell's training runs: kept (training resumes from its checkpoints) when it was
+  made for the same settings, emptied otherwise."""
+  stamp = os.path.join(path, "cell_key.txt")
+  if os.path.exists(stamp):
+    with open(stamp) as f:
+      if f.read().strip() == key:
+        return path
+  shutil.rmtree(path, ignore_errors=True)
+  os.makedirs(path)
+  metrics_lib.write_atomic(stamp, lambda f: f.write(key), mode="w")
+  return path
 
 
 def _flatten(cell: dict, prefix: str = "") -> dict:
@@ -278,32 +327,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   cells: dict[int, dict[str, dict]] = {}
   fold_data: dict[int, FoldData] = {}
   for done, (f, name) in enumerate(tasks):
-    cell = store.get(f"fold{f}", name)
+    key = cell_key(config, name)
+    cell = store.get(f"fold{f}", name, key)
     if cell is None:
       if f not in fold_data:
         fold_data = {f: FoldData(config, data, splits[f], f)}  # one fold in memory at a time
       fd = fold_data[f]
       if name == "baselines":
         for method, c in baseline_cells(config, fd).items():
-          store.put(f"fold{f}", method, _flatten(c))
+          store.put(f"fold{f}", method, _flatten(c), key)
         cell = {}
       else:
-        cell = _flatten(model_cell(config, name, fd, os.path.join(workdir, "runs", f"fold{f}",
-                                                                  name), data))
-      store.put(f"fold{f}", name, cell)
+        run_dir = _run_dir(os.path.join(workdir, "runs", f"fold{f}", name), key)
+        ridge = store.get(f"fold{f}", "ridge", cell_key(config, "baselines"))
+        cell = _flatten(model_cell(config, name, fd, run_dir, data,
+                                   None if ridge is None else float(ridge["chosen_lam"])))
+      store.put(f"fold{f}", name, cell, key)
     cells.setdefault(f, {})[name] = _unflatten(cell)
     progress.update(done + 1, force=True)
   for f in cells:  # the baselines' own files
     for method in [*config.baselines, "raw_fc", "items"]:
-      cells[f][method] = _unflatten(store.get(f"fold{f}", method))
+      cells[f][method] = _unflatten(store.get(f"fold{f}", method, cell_key(config, "baselines")))
   result = {"labelled": None}
   if labelled:
-    cell = store.get("labelled", "predictions")
+    key = cell_key(config, "labelled")
+    cell = store.get("labelled", "predictions", key)
     if cell is None:
       from jaxbrain.tasks.labelled import labelled_cells
       cell = _flatten(labelled_cells(config, row_config(config, rows[0], data),
-                                     os.path.join(workdir, "runs", "labelled")))
-      store.put("labelled", "predictions", cell)
+                                     _run_dir(os.path.join(workdir, "runs", "labelled"), key)))
+      store.put("labelled", "predictions", cell, key)
     result["labelled"] = _unflatten(cell)
     progress.update(len(tasks) + 1, force=True)
   summary = comparison_report.summarise(config, splits, cells, result["labelled"], data.ids)

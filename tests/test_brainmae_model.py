@@ -469,3 +469,28 @@ def test_dropout_follows_train_and_eval_modes():
   # Dropout modules add no state: checkpoints keep the parameter paths of a dropout-free model.
   assert ([p for p, _ in nnx.to_flat_state(nnx.state(model))]
           == [p for p, _ in nnx.to_flat_state(nnx.state(make()))])
+
+
+def test_linear_prior_is_the_ridge_baseline_and_the_decoder_adds_a_residual():
+  from jaxbrain.evaluation import reconstruction as rec
+  rng = np.random.default_rng(0)
+  mix = rng.normal(size=(N, N))
+  train = np.einsum("nm,wsml->wsnl", mix, rng.normal(size=(40, S, N, L))).astype(np.float32)
+  ridge = rec.fit_ridge(train, lam=0.1)
+  x = np.einsum("nm,wsml->wsnl", mix, rng.normal(size=(B, S, N, L))).astype(np.float32)
+  mask = rec.random_mask((B, S, N), 0.5, seed=1)
+  x_nan = np.where(mask[..., None], np.nan, x).astype(np.float32)  # hidden values are never read
+  got = bm.linear_prior(jnp.asarray(x_nan), jnp.asarray(mask), jnp.asarray(ridge.mean, jnp.float32),
+                        jnp.asarray(ridge.cov, jnp.float32), 0.1)
+  np.testing.assert_allclose(np.asarray(got), rec.ridge_predict(x_nan, mask, ridge), rtol=1e-4,
+                             atol=1e-4)
+  model = build(lambda: bm.BrainMAE(tiny_config(linear_prior=True, prior_lam=0.1),
+                                    rngs=nnx.Rngs(0)))
+  model.set_linear_prior(ridge.mean, ridge.cov)
+  model.dec_out.kernel[...] = jnp.zeros_like(model.dec_out.kernel[...])
+  model.dec_out.bias[...] = jnp.zeros_like(model.dec_out.bias[...])
+  out = model(jnp.asarray(x_nan), jnp.asarray(mask))  # a zero decoder leaves the prior itself
+  np.testing.assert_allclose(np.asarray(out)[mask], np.asarray(got)[mask], rtol=1e-4, atol=1e-4)
+  with pytest.raises(ValueError, match="linear_prior"):
+    build(lambda: bm.BrainMAE(tiny_config(), rngs=nnx.Rngs(0))).set_linear_prior(ridge.mean,
+                                                                                  ridge.cov)

@@ -46,9 +46,9 @@ def reconstruction_summary(config: ml_collections.ConfigDict, cells: dict, set_n
   level = float(p.level)
   methods = {}
   for m, v in values.items():
-    val = float(np.mean([float(cells[f][m]["val_mse"]) for f in cells]))
+    fold_mean = lambda k: float(np.mean([float(cells[f][m].get(k, np.nan)) for f in cells]))  # noqa: E731
     methods[m] = {"mse": statistics.interval(v.mean(), statistics.resampled_means(v, w), level),
-                  "val_mse": val}
+                  "val_mse": fold_mean("val_mse"), "train_mse": fold_mean("train_mse")}
   bar = min(baselines, key=lambda b: methods[b]["val_mse"])  # chosen on validation data
   contrasts = {r: {b: _contrast(values[r], values[b], w, level, True, True) for b in baselines}
                for r in rows}
@@ -160,15 +160,16 @@ def markdown(summary: dict) -> str:
   rec = summary["reconstruction"]
   sets = list(rec)
   lines = ["### Masked reconstruction of held-out subjects (MSE, lower is better; 95% CI)", "",
-           "| method | " + " | ".join(_set_title(s) for s in sets) + " | validation MSE |",
-           "|---" * (len(sets) + 2) + "|"]
-  for m in rec["native"]["methods"]:
+           "| method | " + " | ".join(_set_title(s) for s in sets)
+           + " | validation MSE | training MSE |", "|---" * (len(sets) + 3) + "|"]
+  for m, v in rec["native"]["methods"].items():
     lines.append(f"| {m} | " + " | ".join(_ci(rec[s]["methods"][m]["mse"]) for s in sets)
-                 + f" | {rec['native']['methods'][m]['val_mse']:.3f} |")
+                 + f" | {v['val_mse']:.3f} | {v['train_mse']:.3f} |")
   bar = rec["native"]["bar"]
   n = rec["native"]
   lines += ["", f"{n['num_windows']} held-out windows of {n['num_subjects']} subjects. "
-            f"The bar (the baseline with the lowest validation error): **{bar}**.", "",
+            f"The bar (the baseline with the lowest validation error): **{bar}**. Validation and "
+            "training MSE: means over folds (validation subjects; training windows, masked).", "",
             f"### Each model row minus the bar ({bar}): relative MSE change in % (95% CI), verdict",
             "", "| row | " + " | ".join(_set_title(s) for s in sets) + " |",
             "|---" * (len(sets) + 1) + "|"]

@@ -77,6 +77,12 @@ def default_model_config() -> ml_collections.ConfigDict:
   # block after the TSE (keys = visible cells of that ROI); 'decoder': one block in the decoder
   # (all keys: decoder tokens depend on visible cells only); 'both'.
   c.roi_temporal = "both"
+  # Our extension beyond the paper: a linear prior. Hidden cells enter the encoder as the ridge
+  # prediction from the visible ROIs of the same frame (x_M = mu_M + C_MV (C_VV + lam I)^-1
+  # (x_V - mu_V), mean and covariance of the pretraining data, ``set_linear_prior``) and the
+  # decoder predicts the residual: the network learns what a linear model misses.
+  c.linear_prior = False
+  c.prior_lam = 0.03
   c.dtype = "float32"            # compute dtype ('bfloat16' on TPU); parameters stay float32
   return c
 
@@ -106,6 +112,8 @@ def _check_config(c: ml_collections.ConfigDict) -> None:
     bad("mask_ratio", f"a ratio in [0, 1) leaving at least one of num_rois={c.num_rois} visible")
   if not 0.0 <= float(c.dropout) < 1.0:
     bad("dropout", "a rate in [0, 1)")
+  if not float(c.prior_lam) >= 0.0:
+    bad("prior_lam", "a penalty >= 0")
   if c.mlp_ratio <= 0:
     bad("mlp_ratio", "a positive number")
   if c.dtype not in ("float32", "bfloat16", "float16"):
@@ -161,6 +169,26 @@ def pretrain_loss(model: "BrainMAE", batch: dict, rng: Array, step: Array | int
 # ----------------------------------------------------------------------------------------------
 # BrainMAE blocks
 # ----------------------------------------------------------------------------------------------
+
+class PriorStat(nnx.Variable):
+  """Statistics of the pretraining data fixed before training (never trained): the linear prior."""
+
+
+def linear_prior(x: Array, mask: Array, mean: Array, cov: Array, lam: float) -> Array:
+  """x [B, S, N, L] with hidden cells (mask [B, S, N]) replaced by the ridge prediction from the
+  visible ROIs of the same frame: mu_M + C_MV (C_VV + lam I)^-1 (x_V - mu_V). Hidden values are
+  never read."""
+  vis = ~mask
+  v = vis.astype(jnp.float32)
+  n = x.shape[2]
+  eye = jnp.eye(n, dtype=jnp.float32)
+  # C_VV + lam I embedded in N x N, identity on the hidden block: solving it gives z_M = 0.
+  a = cov * v[..., :, None] * v[..., None, :] + eye * jnp.where(vis, lam, 1.0)[..., None, :]
+  centred = jnp.where(vis[..., None], x.astype(jnp.float32) - mean[:, None], 0.0)
+  z = jnp.linalg.solve(a, centred)
+  pred = mean[:, None] + jnp.einsum("nm,bsml->bsnl", cov, z)
+  return jnp.where(mask[..., None], pred, x.astype(jnp.float32)).astype(x.dtype)
+
 
 class GraphAttention(nnx.Module):
   """Region-aware graph attention over the N ROI tokens of each segment.
@@ -340,10 +368,38 @@ class BrainMAE(nnx.Module):
     self.dec_blocks = nnx.List([GraphBlock(dd, d, c.decoder_heads, c.mlp_ratio, **ga)
                                 for _ in range(c.decoder_depth)])
     self.dec_norm = LayerNorm(dd, rngs=rngs, dtype=dt)
-    self.dec_out = Dense(dd, c.seg_len, ("embed", "seg_len"), rngs=rngs, dtype=dt)
+    # With the linear prior the decoder adds a residual that starts at zero: training starts from
+    # the ridge prediction.
+    self.dec_out = Dense(dd, c.seg_len, ("embed", "seg_len"), rngs=rngs, dtype=dt,
+                         **({"kernel_init": zeros} if c.linear_prior else {}))
+    if c.linear_prior:
+      self.prior_mean = PriorStat(jnp.zeros((n,), jnp.float32), out_sharding=("roi",),
+                                  eager_sharding=False)
+      self.prior_cov = PriorStat(jnp.zeros((n, n), jnp.float32), out_sharding=("roi", None),
+                                 eager_sharding=False)
+    else:
+      self.prior_mean = self.prior_cov = None
     # Dropout on the input tokens and on the segment states (the blocks hold their own).
     self.drop_tokens = nnx.Dropout(p)
     self.drop_segments = nnx.Dropout(p)
+
+  def set_linear_prior(self, mean: Any, cov: Any) -> None:
+    """Sets the linear prior's ROI mean [N] and covariance [N, N] (config.model.linear_prior)."""
+    if self.prior_mean is None:
+      raise ValueError("set_linear_prior() needs config.model.linear_prior=True")
+    n = self.config.num_rois
+    mean, cov = jnp.asarray(mean, jnp.float32), jnp.asarray(cov, jnp.float32)
+    if mean.shape != (n,) or cov.shape != (n, n):
+      raise ValueError(f"linear prior: expected mean [{n}] and cov [{n}, {n}], got {mean.shape} "
+                       f"and {cov.shape}")
+    self.prior_mean[...] = mean
+    self.prior_cov[...] = cov
+
+  def _prior(self, x: Array, mask: Array | None) -> Array | None:
+    if self.prior_mean is None or mask is None:
+      return None
+    return linear_prior(x, mask, self.prior_mean[...], self.prior_cov[...],
+                        float(self.config.prior_lam))
 
   # -- embeddings and interpretability ------------------------------------------------------------
   def roi_embeddings(self) -> Array:
@@ -382,12 +438,16 @@ class BrainMAE(nnx.Module):
       raise ValueError(f"BrainMAE in train mode with config.model.dropout={c.dropout} needs "
                        "rngs=nnx.Rngs(dropout=key); call model.eval() for deterministic outputs")
 
-  def _encode(self, x: Array, mask: Array | None, rngs: nnx.Rngs | None) -> dict:
+  def _encode(self, x: Array, mask: Array | None, rngs: nnx.Rngs | None,
+              prior: Array | None = None) -> dict:
     dt = self.dtype
     emb = self.roi_embeddings()
-    h = self.token_proj(x)
-    if mask is not None:
-      h = jnp.where(mask[..., None], self.mask_token[...].astype(dt), h)
+    if prior is not None:  # hidden cells carry the linear prior, marked by the mask token
+      h = self.token_proj(prior) + jnp.where(mask[..., None], self.mask_token[...].astype(dt), 0)
+    else:
+      h = self.token_proj(x)
+      if mask is not None:
+        h = jnp.where(mask[..., None], self.mask_token[...].astype(dt), h)
     h = self.drop_tokens(h + emb.astype(dt), rngs=rngs)
     visible = None if mask is None else ~mask
     for blk in self.sa_blocks:
@@ -422,7 +482,8 @@ class BrainMAE(nnx.Module):
                rngs: nnx.Rngs | None = None) -> Array:
     """Reconstruction [B, S, N, L] of every cell; masked cells' inputs never reach the output."""
     self._check_input(x, mask, rngs)
-    enc = self._encode(x, mask, rngs)
+    prior = self._prior(x, mask)
+    enc = self._encode(x, mask, rngs, prior)
     emb = self.roi_embeddings()
     dt = self.dtype
     g = (self.dec_token(enc["tokens"]) + self.dec_state(enc["states"])[:, :, None, :]
@@ -432,7 +493,8 @@ class BrainMAE(nnx.Module):
       g = blk(g, None, rngs=rngs)
     for blk in self.dec_blocks:
       g = blk(g, emb, None, rngs=rngs)
-    return self.dec_out(self.dec_norm(g)).astype(x.dtype)
+    out = self.dec_out(self.dec_norm(g))
+    return (out if prior is None else prior + out).astype(x.dtype)
 
 
 class BrainMAEForPrediction(nnx.Module):

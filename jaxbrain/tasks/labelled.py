@@ -57,7 +57,8 @@ def labelled_cells(config: ml_collections.ConfigDict, row: ml_collections.Config
     y = data.labels.values(column, data.ids, task=task)
     folds = kfold_subjects(data.ids, int(lc.folds), seed=int(cfg.seed),
                            labels=y if task == "classification" else None)
-    r = finetune.labelled_predictions(cfg, workdir, data, states, folds, target)
+    r = finetune.labelled_predictions(cfg, workdir, data, states, folds, target,
+                                      modes=tuple(lc.modes))
     out[column] = {"task": task, "subject": np.asarray(r["subjects"]), "label": np.asarray(r["y"]),
                    "predictions": {m.replace("/", "_"): np.asarray(p)
                                    for m, p in r["predictions"].items()}}

@@ -31,11 +31,31 @@ def reconstruction_evaluator(name: str, x: np.ndarray, config: ml_collections.Co
   return Evaluator(name, fn)
 
 
-def pretrain_task(config: ml_collections.ConfigDict, evaluators=()) -> Task:
-  """Self-supervised pretraining of the model family ``config.model.name`` as an engine task."""
+def pretrain_task(config: ml_collections.ConfigDict, evaluators=(),
+                  prior: tuple[np.ndarray, np.ndarray] | None = None) -> Task:
+  """Self-supervised pretraining of the model family ``config.model.name`` as an engine task.
+  ``prior``: the (mean, covariance) the model's linear prior is built with (``linear_prior``)."""
   family = models.family(config.model)
-  return Task(model=lambda rngs: family.build(config.model, rngs=rngs),
-              loss=family.pretrain_loss, evaluators=tuple(evaluators))
+
+  def build(rngs):
+    model = family.build(config.model, rngs=rngs)
+    if prior is not None:
+      model.set_linear_prior(*prior)
+    return model
+
+  return Task(model=build, loss=family.pretrain_loss, evaluators=tuple(evaluators))
+
+
+def prior_moments(source: Any, max_windows: int = 4096, seed: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """ROI mean [N] and covariance [N, N] over the frames of the training windows (at most
+  ``max_windows`` of them, drawn at random): what the linear prior and the ridge baseline use."""
+  from jaxbrain.evaluation.reconstruction import fit_ridge
+  n = len(source)
+  idx = np.arange(n) if n <= max_windows else np.sort(
+      np.random.default_rng(seed).choice(n, max_windows, replace=False))
+  ridge = fit_ridge(np.stack([source[int(i)]["x"] for i in idx]), lam=0.0)
+  return ridge.mean, ridge.cov
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str, train_x: np.ndarray | Any,
@@ -52,5 +72,6 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str, train_x: np.ndarra
   train_iter = make_loader(source, global_batch_size=config.train.batch_size, seed=config.seed,
                            fields=("x",), num_threads=0 if in_memory else READ_THREADS)
   evaluators = () if val_x is None else (reconstruction_evaluator("val", val_x, config),)
-  return loop.train(config=config, workdir=workdir, task=pretrain_task(config, evaluators),
-                    train_iter=train_iter)
+  prior = prior_moments(source, seed=config.seed) if config.model.get("linear_prior") else None
+  return loop.train(config=config, workdir=workdir,
+                    task=pretrain_task(config, evaluators, prior), train_iter=train_iter)
