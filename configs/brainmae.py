@@ -11,18 +11,14 @@ Variants:
              3 held out. About 10 minutes on 2 CPU cores (1500 steps at ~2.7 steps/s with the CPU
              split into 2 JAX devices, mesh.cpu_devices=2, plus ~1 min of evaluation; 10.3 min
              measured with seed 1, 13.9 min with seed 0 on one device while other jobs ran).
-             Expected: summary.json `eval` shows the model's masked-reconstruction MSE below the
-             per-ROI mean, linear-interpolation and ridge baselines (measured, seeds 0 / 1 / 2,
-             each holding out different subjects: model 0.528 / 0.536 / 0.505, ridge 0.532 /
-             0.546 / 0.509, ROI mean 0.993 / 1.006 / 1.002, interpolation 1.612 / 1.618 / 1.628;
-             the margin over ridge is 0.8-1.9%) and
-             fingerprinting accuracy well above its chance level 1/3 (measured 1.0 from the
-             tokens' ROI connectivity, 'token_fc'; the raw signal's FC on the same windows,
-             reported as context, also gives 1.0).
+             Measured (seeds 0 / 1 / 2, each holding out different subjects, no validation
+             split, settings picked by looking at those held-out numbers, so not a clean
+             comparison): model 0.528 / 0.536 / 0.505, spatial ridge 0.532 / 0.546 / 0.509.
+             The clean comparison, with validation subjects, a spatio-temporal ridge, intervals and
+             ablations, is `python -m jaxbrain.compare --config=configs/compare.py` (README).
              Uses our per-ROI temporal attention (model.roi_temporal='both'), an extension beyond
-             the paper; set it to 'none' for the paper's model. Cheaper settings measured worse
-             than ridge: batch 16 (6 min: 0.535 vs 0.532), decoder-only temporal attention with
-             batch 16 (4.6 min: 0.550), 500 steps (0.584).
+             the paper; set it to 'none' for the paper's model; `model.linear_prior=True` adds
+             the linear prior (the benchmark's first row).
   smoke      Tiny model, 40 steps on the HCP data, full evaluation: 43 s measured on 2 CPU
              cores. Checks the pipeline, not the result.
   synthetic  Synthetic subjects with labels: pretraining, then fine-tuning (full and linear probe)

@@ -8,6 +8,7 @@ model row resumes its training from its last checkpoint).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -110,7 +111,6 @@ class FoldData:
 
 def _through_tr(subject: Any, tr: float, resample: Callable) -> Any:
   """The subject's scan as a scanner at TR ``tr`` would record it, resampled back to its TR."""
-  import dataclasses
   x = subject.timeseries
   back = resample(resample(x, subject.tr, tr), tr, subject.tr)[:, :x.shape[1]]
   return dataclasses.replace(subject, timeseries=back.astype(x.dtype))
@@ -208,8 +208,14 @@ def model_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_di
   draws, bs = int(config.protocol.mask_draws), int(c.eval.batch_size)
   # Training loss (masked MSE on training batches, logged every train.log_every steps) at the best
   # step: with the validation error it shows how much the row overfits its pretraining subjects.
-  logged = [h for h in result.history if h["step"] <= step] or result.history
-  cell = {"val_mse": np.float64(result.best["value"]), "best_step": np.float64(step),
+  # Read from the run's metrics.jsonl, which also covers steps done before a resume.
+  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  logged = [{"loss": r["train/loss"]} for r in records if "train/loss" in r and r["step"] <= step]
+  vx, vm = fd.val  # the baselines' validation masks (early stopping used the evaluator's own)
+  cell = {"val_mse": np.float64(np.mean(masked_mse_per_window(
+              inference.reconstruct(model, vx, vm, bs), vx, vm))),
+          "best_step": np.float64(step),
           "train_mse": np.float64(logged[-1]["loss"] if logged else np.nan)}
   for set_name, (x, m) in fd.sets.items():
     recon = inference.reconstruct(model, x, m, bs)

@@ -494,3 +494,12 @@ def test_linear_prior_is_the_ridge_baseline_and_the_decoder_adds_a_residual():
   with pytest.raises(ValueError, match="linear_prior"):
     build(lambda: bm.BrainMAE(tiny_config(), rngs=nnx.Rngs(0))).set_linear_prior(ridge.mean,
                                                                                   ridge.cov)
+
+
+def test_spd_solve_matches_float64_reference():
+  rng = np.random.default_rng(3)
+  m = rng.normal(size=(4, 7, 7))
+  a = m @ np.swapaxes(m, 1, 2) + 0.05 * np.eye(7)
+  b = rng.normal(size=(4, 7, 3))
+  got = bm.spd_solve(jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32))
+  np.testing.assert_allclose(np.asarray(got), np.linalg.solve(a, b), rtol=2e-3, atol=2e-3)

@@ -58,8 +58,7 @@ def test_no_choice_reads_the_heldout_subjects(hcp):
 @pytest.mark.slow
 def test_smoke_comparison_runs_and_resumes(tmp_path):
   workdir = str(tmp_path / "cmp")
-  argv = ["--config=configs/compare.py:smoke", f"--workdir={workdir}",
-          "--config.protocol.folds=2", "--config.labelled.enabled=False"]
+  argv = ["--config=configs/compare.py:smoke", f"--workdir={workdir}", "--config.protocol.folds=2"]
   assert compare.main(argv) == 0
   with open(os.path.join(workdir, "comparison.json")) as f:
     summary = json.load(f)
@@ -71,6 +70,10 @@ def test_smoke_comparison_runs_and_resumes(tmp_path):
   assert native["num_subjects"] == 7
   assert summary["reconstruction"]["tr1.44"]["bar"] in ("roi_mean", "linear_interp", "ridge",
                                                          "st_ridge")
+  for target, metric in (("class", "accuracy"), ("score", "mae")):
+    lab = summary["labelled"][target]
+    assert set(lab["methods"]) == {"pretrained_probe", "random_init_probe", "fc_linear", "fc_mlp"}
+    assert lab["metric"] == metric and lab["num_subjects"] == 6
   for name in ("comparison.md", "comparison.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
   # Resume: a finished comparison recomputes nothing; a lost cell is recomputed alone.

@@ -174,6 +174,30 @@ class PriorStat(nnx.Variable):
   """Statistics of the pretraining data fixed before training (never trained): the linear prior."""
 
 
+def spd_solve(a: Array, b: Array) -> Array:
+  """a^-1 b for symmetric positive definite a [..., N, N] and b [..., N, K]: Gauss-Jordan
+  elimination (no pivoting, which SPD matrices do not need) in plain array operations.
+
+  Not ``jnp.linalg.solve``: its LAPACK call on CPU runs batches on the intra-op thread pool, which
+  deadlocks against the gradient all-reduce when a CPU is split into several JAX devices.
+  """
+  n = a.shape[-1]
+  rows = jnp.arange(n)
+
+  def eliminate(k, ab):
+    a, b = ab
+    pivot = jax.lax.dynamic_index_in_dim(a, k, axis=-2, keepdims=False)  # row k [..., N]
+    scale = 1.0 / jax.lax.dynamic_index_in_dim(pivot, k, axis=-1, keepdims=True)
+    row_a, row_b = pivot * scale, jax.lax.dynamic_index_in_dim(b, k, axis=-2, keepdims=False) * scale
+    is_k = (rows == k)[:, None]
+    col = jnp.where(is_k, 0.0, jax.lax.dynamic_index_in_dim(a, k, axis=-1, keepdims=True))  # [..., N, 1]
+    a = jnp.where(is_k, row_a[..., None, :], a - col * row_a[..., None, :])
+    b = jnp.where(is_k, row_b[..., None, :], b - col * row_b[..., None, :])
+    return a, b
+
+  return jax.lax.fori_loop(0, n, eliminate, (a, b))[1]
+
+
 def linear_prior(x: Array, mask: Array, mean: Array, cov: Array, lam: float) -> Array:
   """x [B, S, N, L] with hidden cells (mask [B, S, N]) replaced by the ridge prediction from the
   visible ROIs of the same frame: mu_M + C_MV (C_VV + lam I)^-1 (x_V - mu_V). Hidden values are
@@ -185,7 +209,7 @@ def linear_prior(x: Array, mask: Array, mean: Array, cov: Array, lam: float) -> 
   # C_VV + lam I embedded in N x N, identity on the hidden block: solving it gives z_M = 0.
   a = cov * v[..., :, None] * v[..., None, :] + eye * jnp.where(vis, lam, 1.0)[..., None, :]
   centred = jnp.where(vis[..., None], x.astype(jnp.float32) - mean[:, None], 0.0)
-  z = jnp.linalg.solve(a, centred)
+  z = spd_solve(a, centred)
   pred = mean[:, None] + jnp.einsum("nm,bsml->bsnl", cov, z)
   return jnp.where(mask[..., None], pred, x.astype(jnp.float32)).astype(x.dtype)
 
