@@ -121,10 +121,16 @@ class Windows:
 
   def train_sample(self, max_windows: int, seed: int) -> np.ndarray:
     """All training windows ``x``, in order, or ``max_windows`` of them drawn at random."""
-    n = len(self.train)
-    idx = np.arange(n) if n <= max_windows else np.sort(
-        np.random.default_rng(seed).choice(n, max_windows, replace=False))
-    return np.stack([self.train[int(i)]["x"] for i in idx])
+    return sample_windows(self.train, max_windows, seed)
+
+
+def sample_windows(source: Any, max_windows: int, seed: int) -> np.ndarray:
+  """Windows ``x`` of a random-access source: all, in order, or ``max_windows`` drawn at random
+  (in order)."""
+  n = len(source)
+  idx = np.arange(n) if n <= max_windows else np.sort(
+      np.random.default_rng(seed).choice(n, max_windows, replace=False))
+  return np.stack([source[int(i)]["x"] for i in idx])
 
 
 def memory_windows(config: ml_collections.ConfigDict, data: FmriData) -> Windows:

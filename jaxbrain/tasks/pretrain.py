@@ -51,10 +51,8 @@ def prior_moments(source: Any, max_windows: int = 4096, seed: int = 0
   """ROI mean [N] and covariance [N, N] over the frames of the training windows (at most
   ``max_windows`` of them, drawn at random): what the linear prior and the ridge baseline use."""
   from jaxbrain.evaluation.reconstruction import fit_ridge
-  n = len(source)
-  idx = np.arange(n) if n <= max_windows else np.sort(
-      np.random.default_rng(seed).choice(n, max_windows, replace=False))
-  ridge = fit_ridge(np.stack([source[int(i)]["x"] for i in idx]), lam=0.0)
+  from jaxbrain.tasks.inputs import sample_windows
+  ridge = fit_ridge(sample_windows(source, max_windows, seed), lam=0.0)
   return ridge.mean, ridge.cov
 
 
