@@ -13,6 +13,8 @@ Pipeline:
   -> light decoder per (segment, ROI): token + contextual state + ROI embedding, graph attention, -> L.
   Extension beyond the paper (``roi_temporal``, on by default): per-ROI attention across segments in
   the encoder (visible keys only) and/or the decoder, with a learned relative-segment bias.
+  Second extension (``linear_prior``, off by default): hidden cells enter as the ridge prediction
+  from the visible ROIs of the same frame and the decoder predicts the residual (``linear_prior``).
 
 Dropout (``config.model.dropout``) uses ``nnx.Dropout``: ``model.train()`` turns it on (the default
 of a new model), ``model.eval()`` off. The model stores no random state: in train mode with a
