@@ -71,6 +71,7 @@ class FoldData:
 
   def __init__(self, config: ml_collections.ConfigDict, data: Any, split: dict, fold: int):
     from jaxbrain.data.preprocess import resample
+    from jaxbrain.evaluation.fingerprint import scan_halves
     from jaxbrain.tasks import inputs
     bc, protocol = config.brainmae, config.protocol
     self.split, self.fold = split, fold
@@ -100,10 +101,8 @@ class FoldData:
       d.num_segments = int(k)
       a = inputs.window_arrays(heldout, d, stride_frames=int(k) * seg,
                                subject_index=[index[s.id] for s in heldout])
-      half_of = {index[s.id]: s.num_frames // 2 for s in heldout}
-      half = np.array([half_of[i] for i in a["subject"]])
-      length = int(k) * seg
-      parts = np.where(a["start"] + length <= half, 0, np.where(a["start"] >= half, 1, -1))
+      frames_of = {index[s.id]: s.num_frames for s in heldout}
+      parts = scan_halves(a["start"], int(k) * seg, [frames_of[i] for i in a["subject"]])
       keep = parts >= 0
       self.fingerprint[f"{k}seg"] = {"x": a["x"][keep], "subject": a["subject"][keep],
                                      "part": parts[keep]}
@@ -137,10 +136,7 @@ def baseline_cells(config: ml_collections.ConfigDict, fd: FoldData) -> dict[str,
   fallback = rec.roi_means(fd.train_x)
 
   def ridge_fit():
-    models = [rec.fit_ridge(fd.train_x, lam) for lam in rec.DEFAULT_LAMS]
-    vx, vm = fd.val
-    scores = [rec.masked_mse(rec.ridge_predict(vx, vm, m), vx, vm) for m in models]
-    best = models[int(np.argmin(scores))]
+    best = rec.choose_ridge(fd.train_x, *fd.val)
     return lambda x, m: rec.ridge_predict(x, m, best), {"lam": best.lam}
 
   def st_fit():
@@ -221,16 +217,16 @@ def model_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_di
     recon = inference.reconstruct(model, x, m, bs)
     cell[f"mse/{set_name}"] = _per_window(masked_mse_per_window(recon, x, m), draws)
   kind = c.eval.fingerprint_embedding
-  for k, fp in fd.fingerprint.items():
-    cell[f"fp/{k}"] = fingerprint_correct(inference.embed(model, fp["x"], bs, kind), fp)
+
+  def fingerprints(m):
+    return {f"fp/{k}": fingerprint_correct(inference.embed(m, fp["x"], bs, kind), fp)
+            for k, fp in fd.fingerprint.items()}
+  cell.update(fingerprints(model))
   if row == next(iter(config.rows)):  # what pretraining adds: the same encoder untrained
-    from jaxbrain import models
-    from flax import nnx
-    untrained = models.family(c.model).build(c.model, rngs=nnx.Rngs(c.seed))
+    from jaxbrain.tasks.finetune import load_encoder
+    untrained = load_encoder(c, None)
     untrained.eval()
-    cell["untrained"] = {f"fp/{k}": fingerprint_correct(inference.embed(untrained, fp["x"], bs,
-                                                                        kind), fp)
-                         for k, fp in fd.fingerprint.items()}
+    cell["untrained"] = fingerprints(untrained)
   return cell
 
 

@@ -14,6 +14,14 @@ from numpy.typing import ArrayLike
 from jaxbrain.data.connectivity import correlation
 
 
+def scan_halves(start: ArrayLike, length: int, num_frames: ArrayLike) -> np.ndarray:
+  """Part of each window (first frame ``start``, ``length`` frames) of a scan of ``num_frames``
+  frames: 0 inside the first half, 1 inside the second, -1 across the middle (the usual gallery and
+  query parts, with no frame in both)."""
+  start, half = np.asarray(start), np.asarray(num_frames) // 2
+  return np.where(start + length <= half, 0, np.where(start >= half, 1, -1))
+
+
 def _check_varies(name: str, e: np.ndarray) -> None:
   """Raises ValueError if a row of e is constant (its Pearson r is undefined)."""
   const = np.ptp(e, axis=1) == 0

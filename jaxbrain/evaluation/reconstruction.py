@@ -253,14 +253,25 @@ def fit_ridge(train_x: ArrayLike, lam: float | None = None, *, mask_ratio: float
   if not 0.0 < val_fraction < 1.0:
     raise ValueError(f"val_fraction: expected a value in (0, 1), got {val_fraction}")
   n_val = min(max(int(round(val_fraction * w)), 1), w - 1, max(int(max_val_windows), 1))
-  val, fit = t[order[:n_val]], t[order[n_val:]]
-  mu, cov = _moments(fit)
-  val_mask = random_mask(val.shape[:3], mask_ratio, seed)
+  val = t[order[:n_val]]
+  chosen = choose_ridge(t[order[n_val:]], val, random_mask(val.shape[:3], mask_ratio, seed), lams)
+  mu, cov = _moments(t)
+  return RidgeModel(mu, cov, chosen.lam, chosen.val_mse)
+
+
+def choose_ridge(train_x: ArrayLike, val_x: ArrayLike, val_mask: ArrayLike,
+                 lams: tuple[float, ...] = DEFAULT_LAMS) -> RidgeModel:
+  """The ridge fitted on ``train_x`` with the penalty from ``lams`` that has the lowest masked MSE
+  on the validation windows ``val_x`` under ``val_mask`` (one eigendecomposition per mask pattern
+  serves every candidate)."""
+  t = _check_x("train_x", train_x)
+  val, val_mask = _check_pair(val_x, val_mask)
+  if not lams:
+    raise ValueError("lams: expected at least one candidate penalty")
+  mu, cov = _moments(t)
   preds = _ridge_predictions(val, val_mask, mu, cov, tuple(float(c) for c in lams))
   scores = {float(c): masked_mse(_fill(val, val_mask, p), val, val_mask) for c, p in zip(lams, preds)}
-  best = min(scores, key=scores.get)
-  mu, cov = _moments(t)
-  return RidgeModel(mu, cov, best, scores)
+  return RidgeModel(mu, cov, min(scores, key=scores.get), scores)
 
 
 def ridge(x: ArrayLike, mask: ArrayLike, train_x: ArrayLike, lam: float | None = None,

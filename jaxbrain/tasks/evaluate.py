@@ -77,8 +77,7 @@ def fingerprint_eval(model: nnx.Module, arrays: dict[str, np.ndarray], num_frame
   signal's functional connectivity is reported as context (``fingerprint_accuracy_raw_fc``)."""
   x, subj, start = arrays["x"], arrays["subject"], arrays["start"]
   length = x.shape[1] * x.shape[3]
-  half = num_frames[subj] // 2
-  parts = np.where(start + length <= half, 0, np.where(start >= half, 1, -1))
+  parts = fingerprint_lib.scan_halves(start, length, num_frames[subj])
   keep = parts >= 0
   x, subj, start, parts = x[keep], subj[keep], start[keep], parts[keep]
   kind = config.eval.fingerprint_embedding
