@@ -1,36 +1,37 @@
-"""DSD sample-complexity sweep: n*(eps) of CNN, LCN and FCN over k and d, with fitted exponents.
+"""DSD sample-complexity sweep: n*(eps) of CNN, LCN and two FCNs over k and d, floors and exponents.
 
-Command:   python -m theory.sweep --config=configs/dsd.py[:smoke|paper|large] --workdir=runs/dsd
+Command:   python -m theory.sweep --config=configs/dsd.py[:smoke|fixed_sigma|paper|large] --workdir=runs/dsd
            (overrides: --config.sc.eps=0.05 --config.sc.num_seeds=16 ...; unknown keys are errors)
-Variants:
-  smoke    about 20-40 s (4 cells, mostly XLA compilation): CNN and LCN at k in {4, 8}, d = 8, 2 seeds --
-           checks the plumbing, no science.
-  default  about 5-10 minutes on 2 shared CPU cores (mostly XLA compilation, 5-30 s per cell): all
-           three models on a cross design (k in 4..32 at d = 32, d in 8..64 at k = 8), 8 seeds,
-           c = 1 (sigma = 1/sqrt(k)), eps = 0.2.
-           Expected result: n* ordered CNN < LCN < FCN (LCN and FCN tied within their intervals at
-           k = 4), slopes in k about -0.9 / 0.2 / 1.0 and in d about 0.9; fitted slopes and the
-           LCN/CNN and FCN/LCN ratios in runs/dsd/summary.json, plot runs/dsd/nstar.png
-           (measured numbers: theory/README.md).
-  paper    the paper's range, k, d <= 30 on a full grid, 126 cells, 16 seeds (not run here; estimated
-           about an hour on 2 CPU cores, mostly compilation).
-  large    k up to 64 and d up to 128, 16 seeds, for a GPU/TPU (FCN has k^2 d weights; not run here).
-Noise: sigma = c / sqrt(k) (the theorems' scaling); GD: the two-step analysis preset (one linear step
-from w = 0, then one thresholded step, filters on the unit sphere), threshold b in units of sigma.
+Rows (``rows``): ``cnn`` and ``lcn`` trained by the two-step analysis preset (one linear step from
+w = 0, then one step with threshold b = sigma, filters on the unit sphere); ``fcn``, a trained FCN
+(random init, 30 thresholded GD steps with b = sigma: its k units break symmetry and specialise on
+patches); ``fcn_linear``, the two-step preset from w = 0 with b = 0, whose k units stay identical (a
+linear classifier). Target: n* is the n at which the seed-mean test error comes within eps of the
+row's floor (the test error of the planted solution sum_i phi_b(<w*, x_i>) on the same test sets),
+so every row and cell is measured at the same distance from what that model can reach.
+Variants (times measured on 2 CPU cores; see theory/README.md for the numbers):
+  smoke        seconds: CNN and LCN at k in {4, 8}, d = 8, 2 seeds -- checks the plumbing, no science.
+  default      sigma = 1/sqrt(k) (the theorems' noise), k in 4..32 at d = 32 and d in 8..64 at k = 8.
+  fixed_sigma  sigma = 1/8 at every k (the default's noise at k = 64), k in 4..64 at d = 32 and d in
+               8..64 at k = 8; the trained FCN up to k = 32. Measures the exponents in k at fixed sigma.
+  paper        the paper's range, k, d <= 30 on a full grid, 16 seeds.
+  large        k up to 64 and d up to 128, 16 seeds, for a GPU (FCN weights are k^2 d).
 """
 from __future__ import annotations
 
 import ml_collections
 
+VARIANTS = ("default", "smoke", "fixed_sigma", "paper", "large")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "default"
-  if variant not in ("default", "smoke", "paper", "large"):
-    raise ValueError(f"configs/dsd.py: unknown variant {variant!r}; expected default, smoke, paper or large")
+  if variant not in VARIANTS:
+    raise ValueError(f"configs/dsd.py: unknown variant {variant!r}; expected one of {VARIANTS}")
   c = ml_collections.ConfigDict()
   c.name = f"dsd_{variant}"
   c.seed = 0
-  c.models = ("cnn", "lcn", "fcn")
+  c.models = ("cnn", "lcn", "fcn", "fcn_linear")  # rows to run, each defined in c.rows
   c.ks = (4, 8, 16, 32)
   c.ds = (8, 16, 32, 64)
   c.design = "cross"       # 'cross': k-line at d_ref plus d-line at k_ref; 'grid': every (k, d)
@@ -44,7 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.wstar = "fixed"   # 'fixed' (e_1) or 'random' (a new unit vector per seed)
   c.data.n_test = 2000
 
-  c.gd = ml_collections.ConfigDict()
+  c.gd = ml_collections.ConfigDict()  # the base GD settings; a row's ``gd`` overrides them
   c.gd.preset = "two_step"  # or 'many_step'
   c.gd.loss = "logistic"    # or 'squared'
   c.gd.activation = "soft_threshold"  # or 'relu'
@@ -55,17 +56,33 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.gd.init_scale = 0.01    # many_step: std of the random init times sqrt(fan_in)
   c.gd.projection = "sphere"  # many_step ("ball" lets LCN filters shrink below b and die); two_step: sphere
   c.gd.radius = 1.0
-  c.gd.b_units = "sigma"    # threshold b given in units of sigma, or 'absolute'
-  c.gd.b = ml_collections.ConfigDict({"cnn": 1.0, "lcn": 1.0, "fcn": 0.0})
+  c.gd.b_units = "sigma"    # a row's threshold b in units of sigma, or 'absolute'
+
+  # Rows: architecture, threshold b, largest k run (0: all), GD overrides.
+  row = lambda arch, b, gd=None, k_max=0: ml_collections.ConfigDict(  # noqa: E731
+      {"arch": arch, "b": b, "k_max": k_max, "gd": gd or {}})
+  c.rows = ml_collections.ConfigDict({
+      "cnn": row("cnn", 1.0),
+      "lcn": row("lcn", 1.0),
+      # Random init on the sphere, no linear warm-up (it would make the units identical again);
+      # lr 64 and 30 steps: at k = 8, d = 16, n = 16384 (pilot draws, not the sweep's) more steps or a
+      # larger step no longer lowered the test error and every unit had specialised on its own patch.
+      "fcn": row("fcn", 1.0, {"preset": "many_step", "steps": 30, "lr": 64.0, "warmup": 0,
+                              "init_scale": 1.0}),
+      "fcn_linear": row("fcn", 0.0),
+  })
+  c.ratios = (("lcn", "cnn"), ("fcn", "lcn"), ("fcn_linear", "lcn"), ("fcn", "fcn_linear"))
 
   c.sc = ml_collections.ConfigDict()
-  c.sc.eps = 0.2
+  c.sc.target = "excess"    # n* where (test error - floor) reaches eps; or 'absolute' (test error)
+  c.sc.eps = 0.05
   c.sc.num_seeds = 8
   c.sc.n_boot = 1000
   c.sc.ci = 0.95
   c.sc.points = 14          # log-spaced grid points per cell
   c.sc.n_range = ml_collections.ConfigDict(
-      {"cnn": (2, 4096), "lcn": (2, 16384), "fcn": (2, 16384)})
+      {"cnn": (2, 4096), "lcn": (2, 16384), "fcn": (2, 65536), "fcn_linear": (2, 16384)})
+  c.rows.fcn.k_max = 16     # the trained FCN at k = 32 needs about 10^5 samples: too slow on 2 CPU cores
   c.sc.num_devices = 0      # 0: all available devices
 
   if variant == "smoke":
@@ -73,17 +90,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.ks, c.ds, c.k_ref, c.d_ref = (4, 8), (8,), 4, 8
     c.design = "grid"
     c.data.n_test = 500
+    c.sc.eps = 0.1
     c.sc.num_seeds, c.sc.n_boot, c.sc.points = 2, 100, 6
-    c.sc.n_range = ml_collections.ConfigDict({"cnn": (2, 256), "lcn": (2, 512), "fcn": (2, 1024)})
+    c.sc.n_range = ml_collections.ConfigDict(
+        {"cnn": (2, 256), "lcn": (2, 512), "fcn": (2, 1024), "fcn_linear": (2, 1024)})
+  elif variant == "fixed_sigma":
+    c.data.sigma_rule, c.data.cs = "const", (0.125,)
+    c.ks, c.k_ref, c.d_ref = (4, 8, 16, 32, 64), 8, 32
+    c.rows.fcn.k_max = 32
+    c.sc.n_range = ml_collections.ConfigDict(
+        {"cnn": (2, 4096), "lcn": (2, 32768), "fcn": (2, 65536), "fcn_linear": (2, 32768)})
   elif variant == "paper":
     c.ks, c.ds, c.design = (4, 8, 12, 16, 20, 25, 30), (8, 12, 16, 20, 25, 30), "grid"
     c.k_ref, c.d_ref = 4, 30
     c.sc.num_seeds = 16
   elif variant == "large":
-    # Untested here (no accelerator was available): sized for one 80 GB GPU. The largest FCN cell
-    # (k = d = 64, n_max = 65536) holds 16 seeds x 1 GB of training inputs at once.
+    # Sized for one GPU of 80 GB or more. The largest cell (k = 64, d = 128, n_max = 65536) holds
+    # 16 seeds x 2 GB of training inputs at once.
     c.ks, c.ds, c.k_ref, c.d_ref = (4, 8, 16, 32, 64), (8, 16, 32, 64, 128), 8, 64
     c.sc.num_seeds, c.data.n_test = 16, 4000
     c.sc.n_range = ml_collections.ConfigDict(
-        {"cnn": (2, 16384), "lcn": (2, 65536), "fcn": (2, 65536)})
+        {"cnn": (2, 16384), "lcn": (2, 65536), "fcn": (2, 65536), "fcn_linear": (2, 65536)})
   return c

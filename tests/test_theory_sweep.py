@@ -53,7 +53,7 @@ def test_sweep_resumes_after_kill_without_redoing_cells(tmp_path):
 
 
 def test_grid_that_never_reaches_eps_is_marked_not_reached(tmp_path):
-  cfg = tiny("sc.eps=0.001")
+  cfg = tiny("sc.eps=0.001", "sc.target=absolute")
   summary = sweep.run_sweep(cfg, str(tmp_path))
   fit = summary["results"]["c=1"]["models"]["cnn"]
   assert set(fit["n_star"].values()) == {"not reached"}
@@ -66,11 +66,37 @@ def test_grid_that_never_reaches_eps_is_marked_not_reached(tmp_path):
 @pytest.mark.parametrize("override,match", [
     ("ks=(0, 4)", "ks"), ("ds=(4, -1)", "ds"), ("sc.eps=0.5", "sc.eps"), ("sc.eps=0.0", "sc.eps"),
     ("models=('cnn', 'mlp')", "models"), ("sc.n_range.cnn=(64, 8)", "sc.n_range.cnn"),
-    ("gd.loss=hinge", "gd.loss"), ("data.sigma_rule=k", "data.sigma_rule")])
+    ("gd.loss=hinge", "gd.loss"), ("data.sigma_rule=k", "data.sigma_rule"),
+    ("rows.cnn.arch=rnn", "rows.cnn.arch"), ("sc.target=relative", "sc.target"),
+    ("rows.cnn.k_max=1", "rows.cnn.k_max")])
 def test_bad_configs_raise_clear_errors(override, match, tmp_path):
   with pytest.raises(ValueError, match=match):
     sweep.run_sweep(tiny(override), str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()  # nothing left behind
+
+
+def test_rows_recipes_k_max_and_shared_draws(tmp_path):
+  cfg = tiny("models=('cnn', 'lcn', 'fcn', 'fcn_linear')", "ks=(2, 3)", "rows.fcn.k_max=2",
+             "rows.fcn.gd.steps=3", "sc.n_range.fcn=(2, 64)", "sc.n_range.fcn_linear=(2, 64)",
+             "ratios=(('lcn', 'cnn'), ('fcn', 'fcn_linear'))")
+  g = sweep.gd_config(cfg, "fcn", 0.5)
+  assert g.steps == 3 and g.init == "normal" and g.biases == (0.5,) * 3  # b = 1 sigma, no warm-up
+  g = sweep.gd_config(cfg, "fcn_linear", 0.5)
+  assert g.steps == 2 and g.init == "zero" and g.b_eval == 0.0
+  assert [c["id"] for c in sweep.all_cells(cfg) if c["model"] == "fcn"] == ["fcn_c1_k2_d4"]
+  summary = sweep.run_sweep(cfg, str(tmp_path))
+  results = {r["id"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+  assert len(results) == 7
+  # The rows of a (k, d) share their test sets, so rows with the same threshold share the floor.
+  assert results["cnn_c1_k2_d4"]["floors"] == results["lcn_c1_k2_d4"]["floors"] \
+      == results["fcn_c1_k2_d4"]["floors"]
+  assert results["fcn_linear_c1_k2_d4"]["floors"] != results["fcn_c1_k2_d4"]["floors"]
+  for r in results.values():
+    assert 0.5 <= r["useful_fraction"] <= 1
+  block = summary["results"]["c=1"]
+  assert set(block["ratios"]) == {"lcn/cnn", "fcn/fcn_linear"}
+  assert set(block["models"]["fcn"]["n_star"]) == {"k2_d4"}
+  assert (tmp_path / "curves.png").exists()
 
 
 def test_cli_reports_bad_config_and_unknown_key(capsys, tmp_path):

@@ -2,13 +2,15 @@
 
   CNN:  O~(sigma^2 (k + d))            (upper bound, gradient descent)
   LCN:  Omega(sigma^2 k d)  and  O~(sigma^2 k (k + d))
-  FCN:  Omega(sigma^2 k^2 d)
-With sigma held fixed these give the nominal log-log slopes (in k, in d): CNN about (1, 1) (k + d is
-between 0 and 1 in each; the issue quotes 1), LCN (2, 1) from k(k + d), FCN (2, 1). With the default
-noise sigma = c / sqrt(k) the factor sigma^2 lowers every slope in k by one.
+  FCN:  Omega(sigma^2 k^2 d)           (lower bound for any equivariant algorithm, the linear FCN too)
+A rate's log-log slopes are not constants: k + d has a slope in k between 0 and 1 that depends on the
+cells, and sigma^2 = c^2 / k (the theorems' noise) lowers every k-slope by one. So the slopes a sweep
+is compared with are fitted to the rates evaluated on the sweep's own cells and noise rule
+(:func:`theory_slopes`), with the same least squares as the measured n*.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import numpy as np
@@ -19,10 +21,7 @@ RATES: dict[str, Callable[[float, float], float]] = {
     "lcn_upper": lambda k, d: k * (k + d),
     "fcn_lower": lambda k, d: k * k * d,
 }
-# The rate each model's theory line follows (the issue's table: CNN ~ k + d, LCN ~ k(k + d), FCN ~ k^2 d).
-MODEL_RATE = {"cnn": "cnn_upper", "lcn": "lcn_upper", "fcn": "fcn_lower"}
-NOMINAL_SLOPES = {"cnn": (1.0, 1.0), "lcn": (2.0, 1.0), "fcn": (2.0, 1.0)}
-# Every bound the paper states for a model (compared in summary.json).
+# Every bound the paper states for an architecture.
 MODEL_BOUNDS = {"cnn": ("cnn_upper",), "lcn": ("lcn_lower", "lcn_upper"), "fcn": ("fcn_lower",)}
 
 
@@ -33,8 +32,9 @@ def rate(name: str, k: float, d: float, sigma: float = 1.0) -> float:
   return sigma ** 2 * RATES[name](k, d)
 
 
-def model_rate(model: str, k: float, d: float, sigma: float = 1.0) -> float:
-  return rate(MODEL_RATE[model], k, d, sigma)
+def model_rate(arch: str, k: float, d: float, sigma: float = 1.0) -> float:
+  """sigma^2 times the architecture's last-listed bound (the upper one where there are two)."""
+  return rate(MODEL_BOUNDS[arch][-1], k, d, sigma)
 
 
 def fit_loglog(ks: Sequence[float], ds: Sequence[float], ns: Sequence[float]) -> tuple[float, float, float]:
@@ -51,16 +51,27 @@ def fit_loglog(ks: Sequence[float], ds: Sequence[float], ns: Sequence[float]) ->
   return float(coef[0]), out["k"], out["d"]
 
 
-def theory_slopes(model: str, cells: Sequence[tuple[int, int]], sigma_of_k: Callable[[int], float]
-                  ) -> dict[str, float]:
-  """Slopes of the model's theorem rate fitted over the same (k, d) cells and noise rule as a sweep."""
+def theory_slopes(arch: str, cells: Sequence[tuple[int, int]], sigma_of_k: Callable[[int], float]
+                  ) -> dict[str, dict[str, float]]:
+  """Per bound of the architecture, the slopes (in k, in d) of sigma(k)^2 times the rate, fitted on
+  ``cells`` exactly as the measured n* are; nan where k or d does not vary over the cells."""
   ks = [k for k, _ in cells]
   ds = [d for _, d in cells]
-  nk, nd = NOMINAL_SLOPES[model]
-  out: dict = {"rate": MODEL_RATE[model], "nominal_slope_k": nk, "nominal_slope_d": nd}
-  for name in MODEL_BOUNDS[model]:
+  out = {}
+  for name in MODEL_BOUNDS[arch]:
     _, sk, sd = fit_loglog(ks, ds, [rate(name, k, d, sigma_of_k(k)) for k, d in cells])
-    _, fk, fd = fit_loglog(ks, ds, [rate(name, k, d) for k, d in cells])
-    out[name] = {"slope_k": sk, "slope_d": sd, "slope_k_fixed_sigma": fk, "slope_d_fixed_sigma": fd}
-  out["slope_k"], out["slope_d"] = out[MODEL_RATE[model]]["slope_k"], out[MODEL_RATE[model]]["slope_d"]
+    out[name] = {"slope_k": sk, "slope_d": sd}
   return out
+
+
+def agreement(ci: Sequence[float] | None, theory: Sequence[float]) -> str | None:
+  """'agrees' when a slope's interval meets the theory range [min(theory), max(theory)] (one value,
+  or a lower and an upper bound), else 'above' or 'below' it; None without an interval."""
+  if not ci or any(not math.isfinite(t) for t in theory):
+    return None
+  lo, hi = min(theory), max(theory)
+  if ci[1] < lo:
+    return "below"
+  if ci[0] > hi:
+    return "above"
+  return "agrees"

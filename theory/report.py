@@ -1,4 +1,5 @@
-"""Markdown tables from a sweep's summary.json: fitted slopes vs theory, n* per cell, sample ratios.
+"""Markdown tables from a sweep's summary.json: measured exponents beside the theorems' rates fitted on
+the same cells, n* with floors per cell, and sample ratios between rows.
 
   python -m theory.report runs/dsd/summary.json
 """
@@ -7,57 +8,72 @@ from __future__ import annotations
 import json
 import sys
 
+RATE_NAMES = {"cnn_upper": "O~(s^2 (k+d))", "lcn_lower": "Omega(s^2 k d)",
+              "lcn_upper": "O~(s^2 k (k+d))", "fcn_lower": "Omega(s^2 k^2 d)"}
+
 
 def _num(v, fmt="{:.0f}") -> str:
   return fmt.format(v) if isinstance(v, (int, float)) else str(v)
 
 
-def _slope(f: dict, name: str) -> str:
-  s, ci = f.get(f"slope_{name}"), f.get(f"slope_{name}_ci")
+def slope(f: dict, axis: str) -> str:
+  """'0.93 [0.81, 1.05]', or 'n/a' where the row has no fit along that axis."""
+  s, ci = f.get(f"slope_{axis}"), f.get(f"slope_{axis}_ci")
   if s is None:
     return "n/a"
   return f"{s:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{s:.2f}"
 
 
-ORDER = ("cnn", "lcn", "fcn")
+def _theory(th: dict, axis: str) -> str:
+  return "; ".join(f"{RATE_NAMES[n]} {t[f'slope_{axis}']:.2f}" for n, t in th.items())
+
+
+def _cell_order(cell: str) -> tuple[int, int]:
+  k, d = cell.split("_")
+  return int(k[1:]), int(d[1:])
 
 
 def markdown(summary: dict) -> str:
+  target = ("test error - floor" if summary.get("target") == "excess" else "test error")
   lines = []
   for ckey, block in summary["results"].items():
-    block = dict(block, models={m: block["models"][m] for m in ORDER if m in block["models"]})
-    lines += [f"Noise {ckey} ({summary['sigma_rule']}), eps = {summary['eps']}, design {summary['design']}.",
-              "", "| model | slope in k [95% CI] | slope in d [95% CI] | theorem rate | nominal slopes "
-              "(k, d), sigma fixed | theorem slopes (k, d) with this sigma rule, fitted on these cells |",
-              "|---|---|---|---|---|---|"]
-    for m, f in block["models"].items():
+    rows = block["models"]
+    lines += [f"Noise {ckey} (sigma rule {summary['sigma_rule']}), n* where {target} reaches "
+              f"eps = {summary['eps']}, design {summary['design']}.", "",
+              "| row | slope in k [95% CI] | theorem, same cells | slope in d [95% CI] | "
+              "theorem, same cells | cells fitted |", "|---|---|---|---|---|---|"]
+    for m, f in rows.items():
       th = f["theory"]
-      names = [n for n in th if isinstance(th[n], dict)]
-      rates = {"cnn_upper": "O~(s^2 (k+d))", "lcn_lower": "Omega(s^2 k d)",
-               "lcn_upper": "O~(s^2 k (k+d))", "fcn_lower": "Omega(s^2 k^2 d)"}
-      lines.append(
-          f"| {m.upper()} | {_slope(f, 'k')} | {_slope(f, 'd')} | "
-          + ", ".join(rates[n] for n in names)
-          + f" | ({th['nominal_slope_k']:.0f}, {th['nominal_slope_d']:.0f}) | "
-          + "; ".join(f"{rates[n]}: ({th[n]['slope_k']:.2f}, {th[n]['slope_d']:.2f})" for n in names)
-          + " |")
-    cells = list(next(iter(block["models"].values()))["n_star"])
-    lines += ["", "| cell | " + " | ".join(f"{m.upper()} n* [95% CI]" for m in block["models"])
-              + " | LCN/CNN | FCN/LCN |", "|---" * (len(block["models"]) + 3) + "|"]
-    for cell in sorted(cells, key=lambda c: (int(c.split("_")[0][1:]), int(c.split("_")[1][1:]))):
+      lines.append(f"| {m} | {slope(f, 'k')} | {_theory(th, 'k')} ({f.get('agreement_k') or '-'}) | "
+                   f"{slope(f, 'd')} | {_theory(th, 'd')} ({f.get('agreement_d') or '-'}) | "
+                   f"{f['cells_used']}/{f['cells_total']} |")
+    cells = sorted({c for f in rows.values() for c in f["n_star"]}, key=_cell_order)
+    lines += ["", "| cell | " + " | ".join(f"{m} floor / n* [95% CI]" for m in rows) + " |",
+              "|---" * (len(rows) + 1) + "|"]
+    for cell in cells:
       row = [cell.replace("_", ", ")]
-      for m, f in block["models"].items():
+      for f in rows.values():
+        if cell not in f["n_star"]:
+          row.append("-")
+          continue
         lo, hi = f["n_star_ci"][cell]
-        row.append(f"{_num(f['n_star'][cell])} [{_num(lo)}, {_num(hi)}]")
-      for r in ("ratio_lcn_over_cnn", "ratio_fcn_over_lcn"):
-        v = block.get(r, {}).get("per_cell", {}).get(cell, "")
-        row.append(_num(v, "{:.2f}"))
+        row.append(f"{f['floor'][cell][0]:.3f} / {_num(f['n_star'][cell])} [{_num(lo)}, {_num(hi)}]")
       lines.append("| " + " | ".join(row) + " |")
-    for r, name in (("ratio_lcn_over_cnn", "LCN/CNN"), ("ratio_fcn_over_lcn", "FCN/LCN")):
-      g = block[r]
-      if g["geomean"] is not None:
-        lines.append(f"\n{name} sample ratio: geometric mean {g['geomean']:.2f}, range "
-                     f"{g['min']:.2f} to {g['max']:.2f}.")
+    ratios = block.get("ratios", {})
+    if ratios:
+      lines += ["", "| cell | " + " | ".join(ratios) + " |", "|---" * (len(ratios) + 1) + "|"]
+      for cell in cells:
+        vals = []
+        for r in ratios.values():
+          v, ci = r["per_cell"].get(cell, ""), r["per_cell_ci"].get(cell)
+          vals.append(_num(v, "{:.2f}") + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
+        lines.append(f"| {cell.replace('_', ', ')} | " + " | ".join(vals) + " |")
+      for name, r in ratios.items():
+        if r["geomean"] is not None:
+          ci = r["geomean_ci"]
+          lines.append(f"\n{name} sample ratio: geometric mean {r['geomean']:.2f}"
+                       + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+                       + f", range {r['min']:.2f} to {r['max']:.2f}.")
   lines.append(f"\nWall time {summary['wall_time_s']:.0f} s ({summary['cells_computed']} cells computed, "
                f"{summary['cells_resumed']} resumed).")
   return "\n".join(lines)
@@ -67,8 +83,14 @@ def main(argv: list[str]) -> int:
   if len(argv) != 1:
     sys.stderr.write("usage: python -m theory.report DIR/summary.json\n")
     return 2
-  with open(argv[0]) as f:
-    print(markdown(json.load(f)))
+  try:
+    with open(argv[0]) as f:
+      summary = json.load(f)
+    text = markdown(summary)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    sys.stderr.write(f"theory.report: {argv[0]}: not a readable sweep summary ({type(e).__name__}: {e})\n")
+    return 2
+  print(text)
   return 0
 
 

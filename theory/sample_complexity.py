@@ -1,11 +1,16 @@
-"""Test error as a function of n, vmapped over seeds and an n-grid in one compiled call, and n*(eps).
+"""Test error as a function of n, vmapped over seeds and an n-grid, its floor, and n*(eps).
 
 Per seed we draw ``n_max`` training samples once (plus a test set) and train one model per grid point
-with the loss masked to the first ``n`` samples, so all shapes are static. Seeds and grid points are
-sharded over a mesh of the available devices (any count, one included). ``n*(eps)`` is read from the
-seed-averaged curve by log-linear interpolation at its first crossing of ``eps``; a bootstrap over
-seeds gives its confidence interval. A target that the grid never reaches is reported as
-'not reached', one already met at the smallest n as 'below grid' -- never as a made-up number.
+on the first ``n`` of them. The grid is split into buckets whose largest n is at most twice their
+smallest; a bucket is one vmapped computation over its points, each trained on the bucket's largest n
+with the loss masked to its own n, so all shapes are static and no point costs more than 2n (a
+single masked batch of n_max, as before, spent most of its work on masked-out samples). Seeds are
+sharded over the available devices. Every seed also gives the test error of the planted solution
+(the floor). ``n*(eps)`` is read from the seed-averaged curve of the test error (target 'absolute')
+or of the excess error over the floor (target 'excess') by log-linear interpolation at its first
+crossing of ``eps``; a bootstrap over seeds gives its interval. A target that the grid never reaches
+is reported as 'not reached', one already met at the smallest n as 'below grid' -- never as a
+made-up number.
 """
 from __future__ import annotations
 
@@ -63,87 +68,164 @@ def check_grid(n_grid: Sequence[int]) -> tuple[int, ...]:
   return grid
 
 
-def _seed_data(p: Problem, cfg: gd.GDConfig, n_max: int, base_key: jax.Array, seed: jax.Array):
-  key = jax.random.fold_in(base_key, seed)
-  kw, kx, kinit, kt = jax.random.split(key, 4)
+def buckets(n_grid: Sequence[int]) -> tuple[tuple[int, ...], ...]:
+  """Splits a sorted grid into consecutive buckets whose largest n is at most twice their smallest.
+
+  A bucket trains each of its grid points on its own largest n (masked), so no grid point costs more
+  than twice its own n; each bucket is one vmapped computation over its points.
+  """
+  grid, out = check_grid(n_grid), []
+  for n in grid:
+    if out and n <= 2 * out[-1][0]:
+      out[-1].append(n)
+    else:
+      out.append([n])
+  return tuple(tuple(b) for b in out)
+
+
+def useful_fraction(n_grid: Sequence[int], bucketed: bool = True) -> float:
+  """Real samples over computed samples: sum of n over the sum of the sizes actually trained on
+  (the bucket's largest n when ``bucketed``, else n_max for every point, as a single masked batch)."""
+  grid = check_grid(n_grid)
+  cost = sum(len(b) * max(b) for b in buckets(grid)) if bucketed else len(grid) * max(grid)
+  return sum(grid) / cost
+
+
+def _keys(base_key: jax.Array, seed: jax.Array) -> tuple[jax.Array, ...]:
+  """(w*, training set, init, test set) keys of one seed: the same in every cell and model."""
+  return tuple(jax.random.split(jax.random.fold_in(base_key, seed), 4))
+
+
+def draw(p: Problem, n_max: int, base_key: jax.Array, seed: jax.Array) -> dict[str, jax.Array]:
+  """One seed's data: ``n_max`` training samples, the test set and w*.
+
+  The draws do not depend on ``p.model`` and are prefix-consistent (the first n of n_max samples are
+  the samples drawn with n_max = n), so every model of a cell and every n-grid sees the same samples.
+  """
+  kw, kx, _, kt = _keys(base_key, seed)
   wstar = dsd.random_wstar(kw, p.d) if p.wstar == "random" else dsd.fixed_wstar(p.d)
   x, y = dsd.sample(kx, n_max, p.k, p.d, p.sigma, wstar, p.noise_free_signal)
   xt, yt = dsd.sample(kt, p.n_test, p.k, p.d, p.sigma, wstar, p.noise_free_signal)
-  w0 = models.init(p.model, kinit, p.k, p.d, cfg.init, cfg.init_scale)
-  return x, y, xt, yt, w0
+  return {"x": x, "y": y, "xt": xt, "yt": yt, "wstar": wstar}
 
 
-def _fit_eval(p: Problem, cfg: gd.GDConfig, n_max: int, data, n: jax.Array):
-  x, y, xt, yt, w0 = data
-  mask = (jnp.arange(n_max) < n).astype(jnp.float32)
-  w = gd.train(p.model, w0, x, y, mask, cfg)
-  return gd.test_error(p.model, w, xt, yt, cfg), w
+def init_weights(p: Problem, cfg: gd.GDConfig, base_key: jax.Array, seed: jax.Array) -> jax.Array:
+  return models.init(p.model, _keys(base_key, seed)[2], p.k, p.d, cfg.init, cfg.init_scale)
+
+
+def floor_error(cfg: gd.GDConfig, data: dict[str, jax.Array]) -> jax.Array:
+  """Test error of the planted solution f*(x) = sum_i phi_b(<w*, x_i>) at the model's threshold.
+
+  Every architecture holds it (CNN: w*; LCN: w* in every row; FCN: w* on unit j's own patch j; with
+  b = 0 it is the linear classifier <w* tiled, x>, the best linear one), and it is what GD reaches as
+  n grows: the error floor that no sample size removes.
+  """
+  return gd.test_error("cnn", data["wstar"], data["xt"], data["yt"], cfg)
+
+
+def _fit_eval(p: Problem, cfg: gd.GDConfig, data: dict[str, jax.Array], w0: jax.Array, cap: int,
+              n: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Trains on the first ``n`` of the first ``cap`` samples (masked) and returns (test error, w)."""
+  mask = (jnp.arange(cap) < n).astype(jnp.float32)
+  w = gd.train(p.model, w0, data["x"][:cap], data["y"][:cap], mask, cfg)
+  return gd.test_error(p.model, w, data["xt"], data["yt"], cfg), w
 
 
 def single_run(p: Problem, cfg: gd.GDConfig, n_max: int, base_seed: int, seed: int | jax.Array,
                n: int | jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(test error, final weights) for one seed and one n; the same computation the vmapped curve does."""
+  """(test error, final weights) for one seed and one n, trained on all ``n_max`` drawn samples with
+  the loss masked to the first n: the reference that the bucketed curve must reproduce."""
   base_key = jax.random.key(base_seed, impl=PRNG_IMPL)
-  data = _seed_data(p, cfg, n_max, base_key, jnp.asarray(seed, jnp.uint32))
-  return _fit_eval(p, cfg, n_max, data, jnp.asarray(n, jnp.int32))
+  seed = jnp.asarray(seed, jnp.uint32)
+  data = draw(p, n_max, base_key, seed)
+  return _fit_eval(p, cfg, data, init_weights(p, cfg, base_key, seed), n_max,
+                   jnp.asarray(n, jnp.int32))
 
 
 single_run_jit = jax.jit(single_run, static_argnames=("p", "cfg", "n_max", "base_seed"))
 
 
-def _curve(p: Problem, cfg: gd.GDConfig, n_max: int, base_seed: int, seeds: jax.Array,
-           n_grid: jax.Array) -> jax.Array:
+def _draw_all(p: Problem, n_max: int, base_seed: int, seeds: jax.Array) -> dict[str, jax.Array]:
+  base_key = jax.random.key(base_seed, impl=PRNG_IMPL)
+  return jax.vmap(lambda s: draw(p, n_max, base_key, s))(seeds)
+
+
+def _curve(p: Problem, cfg: gd.GDConfig, n_grid: tuple[int, ...], base_seed: int, seeds: jax.Array,
+           data: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
   base_key = jax.random.key(base_seed, impl=PRNG_IMPL)
 
-  def per_seed(seed):
-    data = _seed_data(p, cfg, n_max, base_key, seed)
-    return jax.vmap(lambda n: _fit_eval(p, cfg, n_max, data, n)[0])(n_grid)
+  def per_seed(seed, data):
+    w0 = init_weights(p, cfg, base_key, seed)
+    errs = [jax.vmap(lambda n: _fit_eval(p, cfg, data, w0, max(b), n)[0])(jnp.asarray(b, jnp.int32))
+            for b in buckets(n_grid)]
+    return jnp.concatenate(errs), floor_error(cfg, data)
 
-  return jax.vmap(per_seed)(seeds)
+  return jax.vmap(per_seed)(seeds, data)
 
 
 def _largest_divisor(n: int, limit: int) -> int:
   return max(m for m in range(1, min(n, limit) + 1) if n % m == 0)
 
 
-def mesh_shape(num_seeds: int, num_grid: int, num_devices: int) -> tuple[int, int]:
-  """(seed shards, grid shards): as many devices as divide the work evenly."""
-  ms = _largest_divisor(num_seeds, num_devices)
-  mg = _largest_divisor(num_grid, max(num_devices // ms, 1))
-  return ms, mg
+@functools.lru_cache(maxsize=16)
+def _seed_sharding(num_seeds: int, num_devices: int) -> jax.sharding.NamedSharding:
+  """Seeds split over as many devices as divide them evenly (a 1-D ``seeds`` mesh)."""
+  devices = jax.devices()[:num_devices]
+  ms = _largest_divisor(num_seeds, len(devices))
+  mesh = mesh_lib.make_mesh({"shape": {"seeds": ms}}, devices=devices[:ms])
+  return jax.sharding.NamedSharding(mesh, jax.P("seeds"))
+
+
+def _num_devices(num_devices: int | None) -> int:
+  return len(jax.devices()) if not num_devices else min(num_devices, len(jax.devices()))
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_draw(p: Problem, n_max: int, num_seeds: int, base_seed: int, num_devices: int):
+  s = _seed_sharding(num_seeds, num_devices)
+  return jax.jit(functools.partial(_draw_all, p, n_max, base_seed), in_shardings=s, out_shardings=s)
 
 
 @functools.lru_cache(maxsize=64)
 def compiled_curve(p: Problem, cfg: gd.GDConfig, n_grid: tuple[int, ...], num_seeds: int,
-                   base_seed: int, num_devices: int | None = None):
-  """Returns (jitted fn(seeds [S] uint32, grid [G] int32) -> errors [S, G], input shardings)."""
-  devices = jax.devices()
-  num_devices = len(devices) if num_devices is None else min(num_devices, len(devices))
-  ms, mg = mesh_shape(num_seeds, len(n_grid), num_devices)
-  mesh = mesh_lib.make_mesh({"shape": {"seeds": ms, "grid": mg}}, devices=devices[:ms * mg])
-  s_seed = jax.sharding.NamedSharding(mesh, jax.P("seeds"))
-  s_grid = jax.sharding.NamedSharding(mesh, jax.P("grid"))
-  s_out = jax.sharding.NamedSharding(mesh, jax.P("seeds", "grid"))
-  fn = jax.jit(functools.partial(_curve, p, cfg, max(n_grid), base_seed),
-               in_shardings=(s_seed, s_grid), out_shardings=s_out)
-  return fn, (s_seed, s_grid)
+                   base_seed: int, num_devices: int):
+  """jitted fn(seeds [S] uint32, data) -> (errors [S, G], floors [S]), sharded over seeds."""
+  s = _seed_sharding(num_seeds, num_devices)
+  return jax.jit(functools.partial(_curve, p, cfg, n_grid, base_seed), in_shardings=(s, s),
+                 out_shardings=(s, s))
 
 
-def curve_inputs(n_grid: Sequence[int], num_seeds: int, shardings) -> tuple[jax.Array, jax.Array]:
-  seeds = jax.device_put(np.arange(num_seeds, dtype=np.uint32), shardings[0])
-  grid = jax.device_put(np.asarray(n_grid, np.int32), shardings[1])
-  return seeds, grid
+def seed_array(num_seeds: int, num_devices: int | None = None) -> jax.Array:
+  return jax.device_put(np.arange(num_seeds, dtype=np.uint32),
+                        _seed_sharding(num_seeds, _num_devices(num_devices)))
+
+
+def draw_data(p: Problem, n_max: int, num_seeds: int, base_seed: int = 0,
+              num_devices: int | None = None) -> dict[str, jax.Array]:
+  """Every seed's data for a cell (any model), drawn once and kept sharded over seeds."""
+  nd = _num_devices(num_devices)
+  p = dataclasses.replace(p, model="cnn")  # the draws do not depend on the model: one cache entry
+  return compiled_draw(p, n_max, num_seeds, base_seed, nd)(seed_array(num_seeds, nd))
 
 
 def error_curve(p: Problem, cfg: gd.GDConfig, n_grid: Sequence[int], num_seeds: int,
-                base_seed: int = 0, num_devices: int | None = None) -> np.ndarray:
-  """Test errors ``[num_seeds, len(n_grid)]``: one compiled call, sharded over seeds and grid."""
+                base_seed: int = 0, num_devices: int | None = None,
+                data: dict[str, jax.Array] | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(test errors ``[num_seeds, len(n_grid)]``, floors ``[num_seeds]``) in one compiled call,
+  bucketed over n and sharded over seeds. ``data`` (from :func:`draw_data`, with at least
+  max(n_grid) samples) is drawn here when not given."""
   grid = check_grid(n_grid)
   if num_seeds < 1:
     raise ValueError(f"num_seeds must be >= 1 (got {num_seeds})")
-  num_devices = len(jax.devices()) if num_devices is None else min(num_devices, len(jax.devices()))
-  fn, shardings = compiled_curve(p, cfg, grid, num_seeds, base_seed, num_devices)
-  return np.asarray(fn(*curve_inputs(grid, num_seeds, shardings)))
+  nd = _num_devices(num_devices)
+  if data is None:
+    data = draw_data(p, max(grid), num_seeds, base_seed, nd)
+  if data["x"].shape[:2] < (num_seeds, max(grid)):
+    raise ValueError(f"data holds {data['x'].shape[:2]} (seeds, samples); the grid needs "
+                     f"({num_seeds}, {max(grid)})")
+  fn = compiled_curve(p, cfg, grid, num_seeds, base_seed, nd)
+  errors, floors = fn(seed_array(num_seeds, nd), data)
+  return np.asarray(errors), np.asarray(floors)
 
 
 def crossing(n_grid: Sequence[int], err: np.ndarray, eps: float) -> tuple[float, str]:

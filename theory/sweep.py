@@ -1,13 +1,15 @@
-"""The DSD sweep launcher: n*(eps) over models x k x d (x noise constant), resumable cell by cell.
+"""The DSD sweep launcher: n*(eps) over rows x k x d (x noise constant), resumable cell by cell.
 
   python -m theory.sweep --config=configs/dsd.py[:variant] --workdir=DIR [--config.sc.eps=0.05 ...]
 
-Each finished cell is written atomically to DIR/cells/<cell>.json, so a killed sweep resumes where it
-stopped without redoing finished cells. At the end: DIR/results.json and results.csv (one row per
-cell), DIR/nstar.png (n* against k and against d on log-log axes, one line per model, the theorem's
-slope drawn dashed beside it) and DIR/summary.json (per model: fitted slopes in k and d with bootstrap
-intervals, theory slopes, n* per cell -- 'not reached' where the grid never got to eps -- and the
-LCN/CNN and FCN/LCN sample ratios).
+A row is an architecture with its training recipe (``config.rows``). The rows of one (c, k, d) share
+the same drawn samples; each finished (row, c, k, d) cell is written atomically to
+DIR/cells/<cell>.json, so a killed sweep resumes where it stopped without redoing finished cells. At
+the end: DIR/results.json and results.csv (one row per cell: floor, n*, interval, work), DIR/nstar.png
+(n* against k and d on log-log axes, the theorem rate dashed beside each row), DIR/curves.png (test
+error minus floor against n along the k-line) and DIR/summary.json (per row: fitted slopes in k and d
+with bootstrap intervals beside the theorems' rates fitted on the same cells, n* and floors per cell,
+and the sample ratios between rows with paired bootstrap intervals).
 """
 from __future__ import annotations
 
@@ -24,11 +26,12 @@ import ml_collections
 import numpy as np
 
 from jaxtrain import config as config_lib
-from jaxtrain.metrics import Progress, write_json_atomic, write_summary
+from jaxtrain.metrics import Progress, write_atomic, write_json_atomic, write_summary
 from theory import bounds, dsd, gd, models
 from theory import sample_complexity as sc
 
 SIGMA_RULES = ("c/sqrt(k)", "const")
+TARGETS = ("excess", "absolute")
 
 
 def _err(field: str, value: Any, expected: str) -> ValueError:
@@ -41,9 +44,16 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     vals = tuple(cfg[name])
     if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
       raise _err(name, vals, "a non-empty list of integers >= 1 (k < 1 or d < 1 is not a DSD)")
+  if not cfg.models or any(m not in cfg.rows for m in cfg.models):
+    raise _err("models", tuple(cfg.models), f"a non-empty subset of the rows {tuple(cfg.rows)}")
   for m in cfg.models:
-    if m not in models.MODELS:
-      raise _err("models", tuple(cfg.models), f"a subset of {models.MODELS}")
+    if cfg.rows[m].arch not in models.MODELS:
+      raise _err(f"rows.{m}.arch", cfg.rows[m].arch, f"one of {models.MODELS}")
+    if not cell_ks(cfg, m):
+      raise _err(f"rows.{m}.k_max", cfg.rows[m].k_max, "0 (no limit) or at least the smallest k")
+  for a, b in cfg.ratios:
+    if a not in cfg.rows or b not in cfg.rows:
+      raise _err("ratios", (a, b), f"pairs of rows from {tuple(cfg.rows)}")
   if cfg.design not in ("cross", "grid"):
     raise _err("design", cfg.design, "'cross' or 'grid'")
   if cfg.design == "cross":
@@ -55,8 +65,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise _err("data.cs", tuple(cfg.data.cs), "a non-empty list of numbers > 0")
   if cfg.data.sigma_rule not in SIGMA_RULES:
     raise _err("data.sigma_rule", cfg.data.sigma_rule, f"one of {SIGMA_RULES}")
+  if cfg.sc.target not in TARGETS:
+    raise _err("sc.target", cfg.sc.target, f"one of {TARGETS}")
   if not isinstance(cfg.sc.eps, (int, float)) or not 0 < cfg.sc.eps < 0.5:
-    raise _err("sc.eps", cfg.sc.eps, "a target test error in (0, 0.5)")
+    raise _err("sc.eps", cfg.sc.eps, "a target error in (0, 0.5)")
   if cfg.sc.num_seeds < 1 or cfg.sc.points < 2 or cfg.sc.n_boot < 1:
     raise _err("sc.num_seeds/points/n_boot", (cfg.sc.num_seeds, cfg.sc.points, cfg.sc.n_boot),
                "num_seeds >= 1, points >= 2, n_boot >= 1")
@@ -65,26 +77,34 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   if cfg.gd.b_units not in ("sigma", "absolute"):
     raise _err("gd.b_units", cfg.gd.b_units, "'sigma' or 'absolute'")
   for m in cfg.models:
+    if m not in cfg.sc.n_range:
+      raise _err("sc.n_range", tuple(cfg.sc.n_range), f"a range for row {m!r}")
     lo, hi = cfg.sc.n_range[m]
     if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo < hi):
       raise _err(f"sc.n_range.{m}", (lo, hi), "two integers 1 <= lo < hi")
-    if m not in cfg.gd.b:
-      raise _err("gd.b", dict(cfg.gd.b), f"a threshold for model {m!r}")
-  gd_config(cfg, "cnn", 1.0)  # checks loss, activation, preset, projection
+    gd_config(cfg, m, 1.0)  # checks loss, activation, preset, projection and the row's overrides
 
 
 def sigma_of(cfg: ml_collections.ConfigDict, c: float, k: int) -> float:
   return dsd.default_sigma(k, c) if cfg.data.sigma_rule == "c/sqrt(k)" else float(c)
 
 
-def gd_config(cfg: ml_collections.ConfigDict, model: str, sigma: float) -> gd.GDConfig:
-  b = float(cfg.gd.b[model]) * (sigma if cfg.gd.b_units == "sigma" else 1.0)
-  section = dict(cfg.gd.to_dict(), b=b)
-  return gd.from_config(section)
+def arch(cfg: ml_collections.ConfigDict, row: str) -> str:
+  return cfg.rows[row].arch
 
 
-def n_grid(cfg: ml_collections.ConfigDict, model: str) -> tuple[int, ...]:
-  lo, hi = cfg.sc.n_range[model]
+def gd_config(cfg: ml_collections.ConfigDict, row: str, sigma: float) -> gd.GDConfig:
+  """The row's GD settings: the base ``gd`` section updated by the row's ``gd``, threshold b."""
+  spec = cfg.rows[row]
+  unknown = set(spec.gd) - set(cfg.gd)
+  if unknown:
+    raise _err(f"rows.{row}.gd", sorted(unknown), f"keys of the gd section {sorted(cfg.gd)}")
+  b = float(spec.b) * (sigma if cfg.gd.b_units == "sigma" else 1.0)
+  return gd.from_config(dict(cfg.gd.to_dict(), **spec.gd.to_dict(), b=b))
+
+
+def n_grid(cfg: ml_collections.ConfigDict, row: str) -> tuple[int, ...]:
+  lo, hi = cfg.sc.n_range[row]
   return tuple(int(n) for n in np.unique(np.round(np.geomspace(lo, hi, cfg.sc.points)).astype(int)))
 
 
@@ -95,42 +115,66 @@ def design_cells(cfg: ml_collections.ConfigDict) -> list[tuple[int, int]]:
   return sorted(set(cells))
 
 
+def cell_ks(cfg: ml_collections.ConfigDict, row: str) -> list[int]:
+  k_max = cfg.rows[row].k_max
+  return [k for k in cfg.ks if not k_max or k <= k_max]
+
+
+def row_cells(cfg: ml_collections.ConfigDict, row: str) -> list[tuple[int, int]]:
+  """The design cells a row runs (those with k <= its ``k_max``)."""
+  ks = set(cell_ks(cfg, row))
+  return [(k, d) for k, d in design_cells(cfg) if k in ks]
+
+
 def all_cells(cfg: ml_collections.ConfigDict) -> list[dict[str, Any]]:
   out = []
   for c in cfg.data.cs:
-    for model in cfg.models:
-      for k, d in design_cells(cfg):
-        out.append({"id": f"{model}_c{c:g}_k{k}_d{d}", "model": model, "c": float(c), "k": k, "d": d})
+    for row in cfg.models:
+      for k, d in row_cells(cfg, row):
+        out.append({"id": f"{row}_c{c:g}_k{k}_d{d}", "model": row, "c": float(c), "k": k, "d": d})
   return out
 
 
 def _cell_settings(cfg: ml_collections.ConfigDict, cell: dict[str, Any]) -> dict[str, Any]:
   """Everything a cell's result depends on (compared on resume)."""
   sigma = sigma_of(cfg, cell["c"], cell["k"])
-  return {"model": cell["model"], "k": cell["k"], "d": cell["d"], "c": cell["c"], "sigma": sigma,
-          "data": cfg.data.to_dict(), "gd": cfg.gd.to_dict(), "eps": cfg.sc.eps,
-          "num_seeds": cfg.sc.num_seeds, "n_grid": list(n_grid(cfg, cell["model"])),
-          "n_boot": cfg.sc.n_boot, "ci": cfg.sc.ci, "seed": cfg.seed}
+  row = cell["model"]
+  return {"model": row, "k": cell["k"], "d": cell["d"], "c": cell["c"], "sigma": sigma,
+          "row": cfg.rows[row].to_dict(), "data": cfg.data.to_dict(), "gd": cfg.gd.to_dict(),
+          "target": cfg.sc.target, "eps": cfg.sc.eps, "num_seeds": cfg.sc.num_seeds,
+          "n_grid": list(n_grid(cfg, row)), "n_boot": cfg.sc.n_boot, "ci": cfg.sc.ci,
+          "seed": cfg.seed}
 
 
 def _canon(obj: Any) -> str:
   return json.dumps(json.loads(json.dumps(obj, default=list)), sort_keys=True)
 
 
-def run_cell(cfg: ml_collections.ConfigDict, cell: dict[str, Any]) -> dict[str, Any]:
-  """Computes one cell: the error curve over seeds x n-grid (one compiled call) and n*(eps)."""
+def problem(cfg: ml_collections.ConfigDict, cell: dict[str, Any]) -> sc.Problem:
+  return sc.Problem(arch(cfg, cell["model"]), cell["k"], cell["d"], sigma_of(cfg, cell["c"], cell["k"]),
+                    cfg.data.noise_free_signal, cfg.data.wstar, cfg.data.n_test)
+
+
+def run_cell(cfg: ml_collections.ConfigDict, cell: dict[str, Any],
+             data: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Computes one cell: the error curve over seeds x n-grid and the floors (one compiled call), and
+  n*(eps). ``data``: the cell's samples from :func:`theory.sample_complexity.draw_data`, shared by
+  the rows of one (c, k, d); drawn here if not given."""
   settings = _cell_settings(cfg, cell)
-  problem = sc.Problem(cell["model"], cell["k"], cell["d"], settings["sigma"],
-                       cfg.data.noise_free_signal, cfg.data.wstar, cfg.data.n_test)
+  p = problem(cfg, cell)
   gcfg = gd_config(cfg, cell["model"], settings["sigma"])
   grid = n_grid(cfg, cell["model"])
   t0 = time.perf_counter()
-  base_seed = cfg.seed  # the same seed indices in every cell
-  errors = sc.error_curve(problem, gcfg, grid, cfg.sc.num_seeds, base_seed,
-                          cfg.sc.num_devices or None)
+  errors, floors = sc.error_curve(p, gcfg, grid, cfg.sc.num_seeds, cfg.seed,
+                                  cfg.sc.num_devices or None, data)
   wall = time.perf_counter() - t0
-  est = sc.estimate(errors, grid, cfg.sc.eps, cfg.sc.n_boot, cfg.sc.ci, seed=cfg.seed)
+  curve = errors - floors[:, None] if cfg.sc.target == "excess" else errors
+  est = sc.estimate(curve, grid, cfg.sc.eps, cfg.sc.n_boot, cfg.sc.ci, seed=cfg.seed)
+  floor_sem = float(floors.std(ddof=1) / math.sqrt(len(floors))) if len(floors) > 1 else 0.0
   return {"id": cell["id"], "settings": settings, "b": gcfg.b_eval, "wall_s": wall,
+          "floor": float(floors.mean()), "floor_sem": floor_sem, "floors": floors.tolist(),
+          "buckets": [list(b) for b in sc.buckets(grid)],
+          "useful_fraction": sc.useful_fraction(grid),
           "errors": errors.tolist(), **est}
 
 
@@ -181,46 +225,67 @@ def fit_model(results: list[dict[str, Any]], ci: float) -> dict[str, Any]:
   return out
 
 
-def ratios(by_model: dict[str, list[dict[str, Any]]], num: str, den: str) -> dict[str, Any]:
-  """n*(num) / n*(den) per (k, d) cell where both were reached, and their geometric mean."""
+def _log_boot(r: dict[str, Any]) -> np.ndarray:
+  return np.array([b if isinstance(b, float) else math.nan for b in r["boot_log_n_star"]])
+
+
+def ratios(by_model: dict[str, list[dict[str, Any]]], num: str, den: str, ci: float) -> dict[str, Any]:
+  """n*(num) / n*(den) per (k, d) cell where both were reached, and their geometric mean, each with a
+  bootstrap interval. The rows of a cell share their samples and their bootstrap draws of seeds (same
+  seed and seed count), so a replicate's ratio is paired."""
   a = {(r["settings"]["k"], r["settings"]["d"]): r for r in by_model.get(num, [])}
   b = {(r["settings"]["k"], r["settings"]["d"]): r for r in by_model.get(den, [])}
-  per = {}
+  q = [(1 - ci) / 2, (1 + ci) / 2]
+  per, per_ci, logs = {}, {}, []
   for key in sorted(set(a) & set(b)):
-    ra, rb = a[key], b[key]
+    ra, rb, name = a[key], b[key], f"k{key[0]}_d{key[1]}"
     if ra["status"] == "ok" and rb["status"] == "ok":
-      per[f"k{key[0]}_d{key[1]}"] = ra["n_star"] / rb["n_star"]
+      per[name] = ra["n_star"] / rb["n_star"]
+      lr = _log_boot(ra) - _log_boot(rb)  # nan where either replicate did not reach eps
+      logs.append(lr)
+      ok = np.isfinite(lr)
+      per_ci[name] = np.exp(np.quantile(lr[ok], q)).tolist() if ok.mean() >= ci else None
     else:
-      per[f"k{key[0]}_d{key[1]}"] = f"{num}: {ra['n_star']}, {den}: {rb['n_star']}"
+      per[name] = f"{num}: {ra['n_star']}, {den}: {rb['n_star']}"
   nums = [v for v in per.values() if isinstance(v, float)]
-  return {"per_cell": per, "geomean": float(np.exp(np.mean(np.log(nums)))) if nums else None,
-          "min": min(nums) if nums else None, "max": max(nums) if nums else None}
+  out = {"per_cell": per, "per_cell_ci": per_ci,
+         "geomean": float(np.exp(np.mean(np.log(nums)))) if nums else None,
+         "geomean_ci": None, "min": min(nums) if nums else None, "max": max(nums) if nums else None}
+  if logs:
+    g = np.mean(np.stack(logs), axis=0)
+    ok = np.isfinite(g)
+    if ok.mean() >= ci:
+      out["geomean_ci"] = np.exp(np.quantile(g[ok], q)).tolist()
+  return out
 
 
 def write_csv(path: str, results: list[dict[str, Any]]) -> None:
   buf = io.StringIO()
   w = csv.writer(buf)
-  w.writerow(["model", "c", "k", "d", "sigma", "n_star", "status", "ci_low", "ci_high", "wall_s"])
+  w.writerow(["model", "arch", "c", "k", "d", "sigma", "floor", "n_star", "status", "ci_low", "ci_high",
+              "useful_fraction", "wall_s"])
   for r in results:
     s = r["settings"]
-    w.writerow([s["model"], s["c"], s["k"], s["d"], f"{s['sigma']:.6g}", r["n_star"], r["status"],
-                r["ci_low"], r["ci_high"], f"{r['wall_s']:.3f}"])
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(buf.getvalue())
-  os.replace(tmp, path)
+    w.writerow([s["model"], s["row"]["arch"], s["c"], s["k"], s["d"], f"{s['sigma']:.6g}",
+                f"{r['floor']:.4f}", r["n_star"], r["status"], r["ci_low"], r["ci_high"],
+                f"{r['useful_fraction']:.3f}", f"{r['wall_s']:.3f}"])
+  write_atomic(path, lambda f: f.write(buf.getvalue()), mode="w")
 
 
-COLORS = {"cnn": "tab:blue", "lcn": "tab:orange", "fcn": "tab:green"}
+COLORS = {"cnn": "tab:blue", "lcn": "tab:orange", "fcn": "tab:green", "fcn_linear": "tab:red"}
+
+
+def _save(fig, path: str) -> None:
+  write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=80))
 
 
 def plot(path: str, cfg: ml_collections.ConfigDict, results: list[dict[str, Any]]) -> None:
-  """n* vs k (at d_ref) and vs d (at k_ref), log-log, one line per model and noise constant,
-  theorem slopes dashed through each line's geometric centre; not-reached cells as open triangles."""
+  """n* vs k (at d_ref) and vs d (at k_ref), log-log, one line per row and noise constant, the
+  theorem rate dashed through each line's geometric centre; not-reached cells as open triangles."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
   for ax, (axis, fixed_name, fixed) in zip(axes, (("k", "d", cfg.d_ref), ("d", "k", cfg.k_ref))):
     for c in cfg.data.cs:
       for model in cfg.models:
@@ -228,57 +293,95 @@ def plot(path: str, cfg: ml_collections.ConfigDict, results: list[dict[str, Any]
                        and r["settings"][fixed_name] == fixed), key=lambda r: r["settings"][axis])
         ok = [r for r in rows if r["status"] == "ok"]
         label = model.upper() + (f" c={c:g}" if len(cfg.data.cs) > 1 else "")
+        color = COLORS.get(model)
         if ok:
           xs = np.array([r["settings"][axis] for r in ok], float)
           ys = np.array([r["n_star"] for r in ok])
           lo = np.array([_value(r["ci_low"]) for r in ok])
           hi = np.array([_value(r["ci_high"]) for r in ok])
           yerr = np.stack([ys - np.where(np.isnan(lo), ys, lo), np.where(np.isnan(hi), ys, hi) - ys])
-          ax.errorbar(xs, ys, yerr=np.maximum(yerr, 0), marker="o", color=COLORS[model], label=label,
+          ax.errorbar(xs, ys, yerr=np.maximum(yerr, 0), marker="o", color=color, label=label,
                       capsize=2)
-          th = np.array([bounds.model_rate(model, *((x, fixed) if axis == "k" else (fixed, x)),
+          th = np.array([bounds.model_rate(arch(cfg, model), *((x, fixed) if axis == "k" else (fixed, x)),
                                            sigma=sigma_of(cfg, c, int(x) if axis == "k" else fixed))
                          for x in xs])
           th *= np.exp(np.mean(np.log(ys)) - np.mean(np.log(th)))
-          ax.plot(xs, th, "--", color=COLORS[model], alpha=0.6, lw=1)
+          ax.plot(xs, th, "--", color=color, alpha=0.6, lw=1)
         miss = [r for r in rows if r["status"] == "not reached"]
         if miss:
           top = max(n_grid(cfg, model))
           ax.scatter([r["settings"][axis] for r in miss], [top] * len(miss), marker="^",
-                     facecolors="none", edgecolors=COLORS[model], label=f"{label} not reached")
+                     facecolors="none", edgecolors=color, label=f"{label} not reached")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel(axis)
-    ax.set_ylabel(f"n*(eps={cfg.sc.eps:g})")
-    ax.set_title(f"n* vs {axis} at {fixed_name}={fixed}; dashed: theorem rate x sigma^2", fontsize=9)
+    ax.set_ylabel(f"n* ({cfg.sc.target} error {cfg.sc.eps:g})")
+    ax.set_title(f"n* vs {axis} at {fixed_name}={fixed}; dashed: theorem rate", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
   if axes[0].get_legend_handles_labels()[0]:
     axes[0].legend(fontsize=7)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=80)
+  _save(fig, path)
   plt.close(fig)
-  os.replace(tmp, path)
+
+
+def plot_curves(path: str, cfg: ml_collections.ConfigDict, results: list[dict[str, Any]]) -> None:
+  """Seed-mean test error minus floor against n, one panel per row, one line per k at d_ref (first
+  noise constant); the target eps dotted. Shows where each curve flattens onto its floor."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  c0 = cfg.data.cs[0]
+  fig, axes = plt.subplots(1, len(cfg.models), figsize=(3.2 * len(cfg.models), 3.2), squeeze=False)
+  for ax, model in zip(axes[0], cfg.models):
+    rows = sorted((r for r in results if r["settings"]["model"] == model and r["settings"]["c"] == c0
+                   and r["settings"]["d"] == cfg.d_ref), key=lambda r: r["settings"]["k"])
+    for i, r in enumerate(rows):
+      grid = r["settings"]["n_grid"]
+      excess = np.mean(r["errors"], axis=0) - r["floor"]
+      ax.plot(grid, excess, marker=".", color=plt.cm.viridis(i / max(len(rows) - 1, 1)),
+              label=f"k={r['settings']['k']} (floor {r['floor']:.3f})")
+    if cfg.sc.target == "excess":
+      ax.axhline(cfg.sc.eps, ls=":", color="k", lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set_title(f"{model.upper()}, d={cfg.d_ref}", fontsize=9)
+    ax.set_xlabel("n")
+    ax.grid(True, alpha=0.3)
+    if rows:
+      ax.legend(fontsize=6)
+  axes[0][0].set_ylabel("test error - floor")
+  fig.tight_layout()
+  _save(fig, path)
+  plt.close(fig)
 
 
 def summarize(cfg: ml_collections.ConfigDict, results: list[dict[str, Any]], wall_s: float,
               counts: dict[str, int]) -> dict[str, Any]:
-  cells = design_cells(cfg)
   per_c = {}
   for c in cfg.data.cs:
     by_model = {m: [r for r in results if r["settings"]["model"] == m and r["settings"]["c"] == c]
                 for m in cfg.models}
     fits = {}
     for m, rs in by_model.items():
-      fits[m] = fit_model(rs, cfg.sc.ci)
-      fits[m]["theory"] = bounds.theory_slopes(m, cells, lambda k: sigma_of(cfg, c, k))
-      fits[m]["n_star"] = {f"k{r['settings']['k']}_d{r['settings']['d']}": r["n_star"] for r in rs}
-      fits[m]["n_star_ci"] = {f"k{r['settings']['k']}_d{r['settings']['d']}": [r["ci_low"], r["ci_high"]]
-                              for r in rs}
-    per_c[f"c={c:g}"] = {"models": fits, "ratio_lcn_over_cnn": ratios(by_model, "lcn", "cnn"),
-                         "ratio_fcn_over_lcn": ratios(by_model, "fcn", "lcn")}
-  return {"name": cfg.name, "eps": cfg.sc.eps, "sigma_rule": cfg.data.sigma_rule,
-          "design": cfg.design, "cells": [list(x) for x in cells], "results": per_c,
+      f = fit_model(rs, cfg.sc.ci)
+      fitted = [(r["settings"]["k"], r["settings"]["d"]) for r in rs if r["status"] == "ok"]
+      f["theory"] = bounds.theory_slopes(arch(cfg, m), fitted if len(fitted) >= 2 else row_cells(cfg, m),
+                                         lambda k: sigma_of(cfg, c, k))
+      for axis in ("k", "d"):
+        f[f"agreement_{axis}"] = bounds.agreement(
+            f.get(f"slope_{axis}_ci"), [t[f"slope_{axis}"] for t in f["theory"].values()])
+      key = lambda r: f"k{r['settings']['k']}_d{r['settings']['d']}"  # noqa: E731
+      f["n_star"] = {key(r): r["n_star"] for r in rs}
+      f["n_star_ci"] = {key(r): [r["ci_low"], r["ci_high"]] for r in rs}
+      f["floor"] = {key(r): [r["floor"], r["floor_sem"]] for r in rs}
+      f["useful_fraction"] = {key(r): r["useful_fraction"] for r in rs}
+      fits[m] = f
+    per_c[f"c={c:g}"] = {"models": fits, "ratios": {
+        f"{a}/{b}": ratios(by_model, a, b, cfg.sc.ci) for a, b in cfg.ratios
+        if a in by_model and b in by_model}}
+  return {"name": cfg.name, "eps": cfg.sc.eps, "target": cfg.sc.target,
+          "sigma_rule": cfg.data.sigma_rule, "design": cfg.design,
+          "cells": [list(x) for x in design_cells(cfg)], "results": per_c,
           "wall_time_s": wall_s, **counts, "config": cfg.to_dict()}
 
 
@@ -289,53 +392,42 @@ def run_sweep(cfg: ml_collections.ConfigDict, workdir: str,
   t0 = time.perf_counter()
   os.makedirs(os.path.join(workdir, "cells"), exist_ok=True)
   cells = all_cells(cfg)
-  results, todo = {}, []
+  results, todo = {}, {}
   for cell in cells:
     res = load_cell(cfg, workdir, cell)
-    if res is None:
-      todo.append(cell)
+    if res is None:  # grouped by (c, k, d): the rows of a group share one draw of the samples
+      todo.setdefault((cell["c"], cell["k"], cell["d"]), []).append(cell)
     else:
       results[cell["id"]] = res
   loaded = len(results)
   prog = Progress(len(cells), desc=cfg.name, unit="cell", start=loaded)
   prog.update(loaded, force=True)
-  for cell in todo:
-    res = run_cell(cfg, cell)
-    write_json_atomic(_cell_path(workdir, cell["id"]), res)
-    results[cell["id"]] = res
-    n_star = res["n_star"] if isinstance(res["n_star"], float) else math.nan
-    prog.update(len(results), force=True, n_star=n_star, cell_s=res["wall_s"])
-    if on_cell is not None:
-      on_cell(res)
+  for group in todo.values():
+    n_max = max(max(n_grid(cfg, cell["model"])) for cell in group)
+    data = sc.draw_data(problem(cfg, group[0]), n_max, cfg.sc.num_seeds, cfg.seed,
+                        cfg.sc.num_devices or None)
+    for cell in group:
+      res = run_cell(cfg, cell, data)
+      write_json_atomic(_cell_path(workdir, cell["id"]), res)
+      results[cell["id"]] = res
+      n_star = res["n_star"] if isinstance(res["n_star"], float) else math.nan
+      prog.update(len(results), force=True, n_star=n_star, cell_s=res["wall_s"])
+      if on_cell is not None:
+        on_cell(res)
+    del data
   ordered = [results[c["id"]] for c in cells]
   write_json_atomic(os.path.join(workdir, "results.json"), ordered)
   write_csv(os.path.join(workdir, "results.csv"), ordered)
   plot(os.path.join(workdir, "nstar.png"), cfg, ordered)
+  plot_curves(os.path.join(workdir, "curves.png"), cfg, ordered)
   summary = summarize(cfg, ordered, time.perf_counter() - t0,
-                      {"cells_computed": len(todo), "cells_resumed": loaded})
+                      {"cells_computed": len(cells) - loaded, "cells_resumed": loaded})
   return write_summary(workdir, **summary)
 
 
 def print_table(summary: dict[str, Any], stream=sys.stdout) -> None:
-  for ckey, block in summary["results"].items():
-    stream.write(f"[{ckey}, eps={summary['eps']}] model  slope_k [CI]            slope_d [CI]"
-                 f"            theory (k, d) nominal | this sigma rule\n")
-    for m, f in block["models"].items():
-      def fmt(name):
-        s, ci = f.get(f"slope_{name}"), f.get(f"slope_{name}_ci")
-        if s is None:
-          return "n/a".ljust(24)
-        return (f"{s:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{s:.2f}").ljust(24)
-      th = f["theory"]
-      stream.write(f"  {m:5s} {fmt('k')} {fmt('d')} ({th['nominal_slope_k']:.0f}, "
-                   f"{th['nominal_slope_d']:.0f}) | ({th['slope_k']:.2f}, {th['slope_d']:.2f})"
-                   f"  not reached: {len(f['cells_not_reached'])}\n")
-    for name in ("ratio_lcn_over_cnn", "ratio_fcn_over_lcn"):
-      r = block[name]
-      if r["geomean"] is not None:
-        stream.write(f"  {name}: geomean {r['geomean']:.2f} (min {r['min']:.2f}, max {r['max']:.2f})\n")
-      else:
-        stream.write(f"  {name}: no cell where both were reached\n")
+  from theory import report
+  stream.write(report.markdown(summary) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
