@@ -208,12 +208,12 @@ def draw_data(p: Problem, n_max: int, num_seeds: int, base_seed: int = 0,
   return compiled_draw(p, n_max, num_seeds, base_seed, nd)(seed_array(num_seeds, nd))
 
 
-def error_curve(p: Problem, cfg: gd.GDConfig, n_grid: Sequence[int], num_seeds: int,
-                base_seed: int = 0, num_devices: int | None = None,
-                data: dict[str, jax.Array] | None = None) -> tuple[np.ndarray, np.ndarray]:
-  """(test errors ``[num_seeds, len(n_grid)]``, floors ``[num_seeds]``) in one compiled call,
-  bucketed over n and sharded over seeds. ``data`` (from :func:`draw_data`, with at least
-  max(n_grid) samples) is drawn here when not given."""
+def launch_curve(p: Problem, cfg: gd.GDConfig, n_grid: Sequence[int], num_seeds: int,
+                 base_seed: int = 0, num_devices: int | None = None,
+                 data: dict[str, jax.Array] | None = None) -> tuple[jax.Array, jax.Array]:
+  """Compiles (once) and dispatches the curve without waiting for it: (errors ``[num_seeds, G]``,
+  floors ``[num_seeds]``) as device arrays, so the caller can compile the next cell meanwhile.
+  ``data`` (from :func:`draw_data`, with at least max(n_grid) samples) is drawn here if not given."""
   grid = check_grid(n_grid)
   if num_seeds < 1:
     raise ValueError(f"num_seeds must be >= 1 (got {num_seeds})")
@@ -223,8 +223,15 @@ def error_curve(p: Problem, cfg: gd.GDConfig, n_grid: Sequence[int], num_seeds: 
   if data["x"].shape[:2] < (num_seeds, max(grid)):
     raise ValueError(f"data holds {data['x'].shape[:2]} (seeds, samples); the grid needs "
                      f"({num_seeds}, {max(grid)})")
-  fn = compiled_curve(p, cfg, grid, num_seeds, base_seed, nd)
-  errors, floors = fn(seed_array(num_seeds, nd), data)
+  return compiled_curve(p, cfg, grid, num_seeds, base_seed, nd)(seed_array(num_seeds, nd), data)
+
+
+def error_curve(p: Problem, cfg: gd.GDConfig, n_grid: Sequence[int], num_seeds: int,
+                base_seed: int = 0, num_devices: int | None = None,
+                data: dict[str, jax.Array] | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(test errors ``[num_seeds, len(n_grid)]``, floors ``[num_seeds]``) in one compiled call,
+  bucketed over n and sharded over seeds (:func:`launch_curve`, waited for)."""
+  errors, floors = launch_curve(p, cfg, n_grid, num_seeds, base_seed, num_devices, data)
   return np.asarray(errors), np.asarray(floors)
 
 

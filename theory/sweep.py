@@ -155,23 +155,31 @@ def problem(cfg: ml_collections.ConfigDict, cell: dict[str, Any]) -> sc.Problem:
                     cfg.data.noise_free_signal, cfg.data.wstar, cfg.data.n_test)
 
 
-def run_cell(cfg: ml_collections.ConfigDict, cell: dict[str, Any],
-             data: dict[str, Any] | None = None) -> dict[str, Any]:
-  """Computes one cell: the error curve over seeds x n-grid and the floors (one compiled call), and
-  n*(eps). ``data``: the cell's samples from :func:`theory.sample_complexity.draw_data`, shared by
-  the rows of one (c, k, d); drawn here if not given."""
-  settings = _cell_settings(cfg, cell)
+def launch_cell(cfg: ml_collections.ConfigDict, cell: dict[str, Any],
+                data: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Dispatches one cell's curve (compiling it first) without waiting for the result. ``data``: the
+  cell's samples from :func:`theory.sample_complexity.draw_data`, shared by the rows of one
+  (c, k, d); drawn here if not given."""
   p = problem(cfg, cell)
-  gcfg = gd_config(cfg, cell["model"], settings["sigma"])
-  grid = n_grid(cfg, cell["model"])
   t0 = time.perf_counter()
-  errors, floors = sc.error_curve(p, gcfg, grid, cfg.sc.num_seeds, cfg.seed,
-                                  cfg.sc.num_devices or None, data)
-  wall = time.perf_counter() - t0
+  out = sc.launch_curve(p, gd_config(cfg, cell["model"], p.sigma), n_grid(cfg, cell["model"]),
+                        cfg.sc.num_seeds, cfg.seed, cfg.sc.num_devices or None, data)
+  return {"cell": cell, "t0": t0, "out": out}
+
+
+def finish_cell(cfg: ml_collections.ConfigDict, launched: dict[str, Any]) -> dict[str, Any]:
+  """Waits for a launched cell and reads n*(eps) off its curve. ``wall_s`` runs from its launch to
+  its result (compilation included; cells launched together overlap)."""
+  cell = launched["cell"]
+  errors, floors = (np.asarray(a) for a in launched["out"])
+  wall = time.perf_counter() - launched["t0"]
+  settings = _cell_settings(cfg, cell)
+  grid = n_grid(cfg, cell["model"])
   curve = errors - floors[:, None] if cfg.sc.target == "excess" else errors
   est = sc.estimate(curve, grid, cfg.sc.eps, cfg.sc.n_boot, cfg.sc.ci, seed=cfg.seed)
   floor_sem = float(floors.std(ddof=1) / math.sqrt(len(floors))) if len(floors) > 1 else 0.0
-  return {"id": cell["id"], "settings": settings, "b": gcfg.b_eval, "wall_s": wall,
+  return {"id": cell["id"], "settings": settings,
+          "b": gd_config(cfg, cell["model"], settings["sigma"]).b_eval, "wall_s": wall,
           "floor": float(floors.mean()), "floor_sem": floor_sem, "floors": floors.tolist(),
           "buckets": [list(b) for b in sc.buckets(grid)],
           "useful_fraction": sc.useful_fraction(grid),
@@ -199,7 +207,9 @@ def _value(v: Any) -> float:
 
 
 def fit_model(results: list[dict[str, Any]], ci: float) -> dict[str, Any]:
-  """Slopes of log n* in log k and log d over a model's reached cells, with bootstrap intervals."""
+  """Slopes of log n* in log k and log d over a model's reached cells, with bootstrap intervals: the
+  fit redone on each replicate's n*; no interval unless a fraction ``ci`` of the replicates reached
+  eps within the grid in every fitted cell."""
   ok = [r for r in results if r["status"] == "ok"]
   out: dict[str, Any] = {"cells_used": len(ok), "cells_total": len(results),
                          "cells_not_reached": [r["id"] for r in results if r["status"] != "ok"]}
@@ -217,7 +227,7 @@ def fit_model(results: list[dict[str, Any]], ci: float) -> dict[str, Any]:
   for i, name in enumerate(("k", "d")):
     slope = (sk, sd)[i]
     out[f"slope_{name}"] = None if math.isnan(slope) else slope
-    if math.isnan(slope) or len(fits) == 0:
+    if math.isnan(slope) or valid.mean() < ci:  # too few replicates reached every cell
       out[f"slope_{name}_ci"] = None
     else:
       out[f"slope_{name}_ci"] = np.quantile(fits[:, i], q).tolist()
@@ -402,19 +412,28 @@ def run_sweep(cfg: ml_collections.ConfigDict, workdir: str,
   loaded = len(results)
   prog = Progress(len(cells), desc=cfg.name, unit="cell", start=loaded)
   prog.update(loaded, force=True)
-  for group in todo.values():
-    n_max = max(max(n_grid(cfg, cell["model"])) for cell in group)
-    data = sc.draw_data(problem(cfg, group[0]), n_max, cfg.sc.num_seeds, cfg.seed,
-                        cfg.sc.num_devices or None)
-    for cell in group:
-      res = run_cell(cfg, cell, data)
-      write_json_atomic(_cell_path(workdir, cell["id"]), res)
-      results[cell["id"]] = res
+  def finish(launched):
+    for item in launched:
+      res = finish_cell(cfg, item)
+      write_json_atomic(_cell_path(workdir, res["id"]), res)
+      results[res["id"]] = res
       n_star = res["n_star"] if isinstance(res["n_star"], float) else math.nan
       prog.update(len(results), force=True, n_star=n_star, cell_s=res["wall_s"])
       if on_cell is not None:
         on_cell(res)
+
+  pending: list[dict[str, Any]] = []
+  for group in todo.values():
+    # Dispatch this group (its draw and every row; compiling them while the previous group still
+    # runs), then collect the previous group: compilation and computation overlap.
+    n_max = max(max(n_grid(cfg, cell["model"])) for cell in group)
+    data = sc.draw_data(problem(cfg, group[0]), n_max, cfg.sc.num_seeds, cfg.seed,
+                        cfg.sc.num_devices or None)
+    launched = [launch_cell(cfg, cell, data) for cell in group]
     del data
+    finish(pending)
+    pending = launched
+  finish(pending)
   ordered = [results[c["id"]] for c in cells]
   write_json_atomic(os.path.join(workdir, "results.json"), ordered)
   write_csv(os.path.join(workdir, "results.csv"), ordered)
