@@ -36,8 +36,11 @@ def _cell_order(cell: str) -> tuple[int, int]:
 def markdown(summary: dict) -> str:
   target = ("test error - floor" if summary.get("target") == "excess" else "test error")
   lines = []
+  config = summary.get("config", {})
   for ckey, block in summary["results"].items():
-    rows = block["models"]
+    # summary.json is written with sorted keys: restore the config's order of rows and ratios
+    order = [m for m in config.get("models", []) if m in block["models"]]
+    rows = {m: block["models"][m] for m in order + sorted(set(block["models"]) - set(order))}
     lines += [f"Noise {ckey} (sigma rule {summary['sigma_rule']}), n* where {target} reaches "
               f"eps = {summary['eps']}, design {summary['design']}.", "",
               "| row | slope in k [95% CI] | theorem, same cells | slope in d [95% CI] | "
@@ -60,6 +63,8 @@ def markdown(summary: dict) -> str:
         row.append(f"{f['floor'][cell][0]:.3f} / {_num(f['n_star'][cell])} [{_num(lo)}, {_num(hi)}]")
       lines.append("| " + " | ".join(row) + " |")
     ratios = block.get("ratios", {})
+    named = [f"{a}/{b}" for a, b in config.get("ratios", []) if f"{a}/{b}" in ratios]
+    ratios = {n: ratios[n] for n in named + sorted(set(ratios) - set(named))}
     if ratios:
       lines += ["", "| cell | " + " | ".join(ratios) + " |", "|---" * (len(ratios) + 1) + "|"]
       for cell in cells:
