@@ -82,8 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sc.ci = 0.95
   c.sc.points = 14          # log-spaced grid points per cell
   c.sc.n_range = ml_collections.ConfigDict(
-      {"cnn": (2, 4096), "lcn": (2, 16384), "fcn": (2, 65536), "fcn_linear": (2, 16384)})
-  c.rows.fcn.k_max = 16     # the trained FCN at k = 32 needs about 10^5 samples: too slow on 2 CPU cores
+      {"cnn": (2, 4096), "lcn": (2, 16384), "fcn": (2, 131072), "fcn_linear": (2, 16384)})
+  c.rows.fcn.k_max = 16     # the trained FCN at k = 32 needs several 10^5 samples: too slow on 2 CPU cores
   c.sc.num_devices = 0      # 0: all available devices
 
   if variant == "smoke":

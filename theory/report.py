@@ -25,7 +25,7 @@ def slope(f: dict, axis: str) -> str:
 
 
 def _theory(th: dict, axis: str) -> str:
-  return "; ".join(f"{RATE_NAMES[n]} {t[f'slope_{axis}']:.2f}" for n, t in th.items())
+  return "; ".join(f"{RATE_NAMES[n]} {round(t[f'slope_{axis}'], 2) + 0.0:.2f}" for n, t in th.items())
 
 
 def _cell_order(cell: str) -> tuple[int, int]:
