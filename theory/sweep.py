@@ -140,7 +140,8 @@ def _cell_settings(cfg: ml_collections.ConfigDict, cell: dict[str, Any]) -> dict
   sigma = sigma_of(cfg, cell["c"], cell["k"])
   row = cell["model"]
   return {"model": row, "k": cell["k"], "d": cell["d"], "c": cell["c"], "sigma": sigma,
-          "row": cfg.rows[row].to_dict(), "data": cfg.data.to_dict(), "gd": cfg.gd.to_dict(),
+          "row": {k: v for k, v in cfg.rows[row].to_dict().items() if k != "k_max"},  # not a
+          "data": cfg.data.to_dict(), "gd": cfg.gd.to_dict(),  # dependency: which cells run, not how
           "target": cfg.sc.target, "eps": cfg.sc.eps, "num_seeds": cfg.sc.num_seeds,
           "n_grid": list(n_grid(cfg, row)), "n_boot": cfg.sc.n_boot, "ci": cfg.sc.ci,
           "seed": cfg.seed}
@@ -412,6 +413,7 @@ def run_sweep(cfg: ml_collections.ConfigDict, workdir: str,
   loaded = len(results)
   prog = Progress(len(cells), desc=cfg.name, unit="cell", start=loaded)
   prog.update(loaded, force=True)
+
   def finish(launched):
     for item in launched:
       res = finish_cell(cfg, item)
