@@ -25,7 +25,12 @@ def slope(f: dict, axis: str) -> str:
 
 
 def _theory(th: dict, axis: str) -> str:
-  return "; ".join(f"{RATE_NAMES[n]} {round(t[f'slope_{axis}'], 2) + 0.0:.2f}" for n, t in th.items())
+  def value(v):
+    if not isinstance(v, (int, float)) or v != v:  # nan ('nan' in summary.json): the axis is fixed
+      return "n/a"
+    return f"{round(v, 2) + 0.0:.2f}"
+
+  return "; ".join(f"{RATE_NAMES[n]} {value(t[f'slope_{axis}'])}" for n, t in th.items())
 
 
 def _cell_order(cell: str) -> tuple[int, int]:
