@@ -162,10 +162,10 @@ def launch_cell(cfg: ml_collections.ConfigDict, cell: dict[str, Any],
   cell's samples from :func:`theory.sample_complexity.draw_data`, shared by the rows of one
   (c, k, d); drawn here if not given."""
   p = problem(cfg, cell)
+  gcfg, grid = gd_config(cfg, cell["model"], p.sigma), n_grid(cfg, cell["model"])
   t0 = time.perf_counter()
-  out = sc.launch_curve(p, gd_config(cfg, cell["model"], p.sigma), n_grid(cfg, cell["model"]),
-                        cfg.sc.num_seeds, cfg.seed, cfg.sc.num_devices or None, data)
-  return {"cell": cell, "t0": t0, "out": out}
+  out = sc.launch_curve(p, gcfg, grid, cfg.sc.num_seeds, cfg.seed, cfg.sc.num_devices or None, data)
+  return {"cell": cell, "gcfg": gcfg, "grid": grid, "t0": t0, "out": out}
 
 
 def finish_cell(cfg: ml_collections.ConfigDict, launched: dict[str, Any]) -> dict[str, Any]:
@@ -174,13 +174,12 @@ def finish_cell(cfg: ml_collections.ConfigDict, launched: dict[str, Any]) -> dic
   cell = launched["cell"]
   errors, floors = (np.asarray(a) for a in launched["out"])
   wall = time.perf_counter() - launched["t0"]
-  settings = _cell_settings(cfg, cell)
-  grid = n_grid(cfg, cell["model"])
+  grid = launched["grid"]
   curve = errors - floors[:, None] if cfg.sc.target == "excess" else errors
   est = sc.estimate(curve, grid, cfg.sc.eps, cfg.sc.n_boot, cfg.sc.ci, seed=cfg.seed)
   floor_sem = float(floors.std(ddof=1) / math.sqrt(len(floors))) if len(floors) > 1 else 0.0
-  return {"id": cell["id"], "settings": settings,
-          "b": gd_config(cfg, cell["model"], settings["sigma"]).b_eval, "wall_s": wall,
+  return {"id": cell["id"], "settings": _cell_settings(cfg, cell), "b": launched["gcfg"].b_eval,
+          "wall_s": wall,
           "floor": float(floors.mean()), "floor_sem": floor_sem, "floors": floors.tolist(),
           "buckets": [list(b) for b in sc.buckets(grid)],
           "useful_fraction": sc.useful_fraction(grid),
