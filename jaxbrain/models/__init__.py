@@ -1,9 +1,10 @@
-"""Models for fMRI: BrainMAE (``brainmae``) and its generic layers (``layers``).
+"""Models for fMRI: BrainMAE (``brainmae``), ST-MAE (``stmae``) and their generic layers (``layers``).
 
 A model family is a module with ``build(model_cfg, *, rngs)`` (the pretraining model),
 ``pretrain_loss(model, batch, rng, step)`` (the engine's loss contract) and
 ``build_for_prediction(model_cfg, num_outputs, *, rngs)`` (the encoder, as ``.encoder``, plus a
-head), registered in ``MODELS`` under ``config.model.name``.
+head; its ``__call__(x, *, rngs, with_penalty=False)`` returns predictions, or with
+``with_penalty`` (predictions, a scalar penalty the fine-tuning loss adds)), registered in ``MODELS`` under ``config.model.name``.
 """
 from types import ModuleType
 
@@ -20,9 +21,9 @@ from jaxbrain.models.brainmae import (  # noqa: F401
     pretrain_loss,
     random_mask,
 )
-from jaxbrain.models import brainmae
+from jaxbrain.models import brainmae, stmae
 
-MODELS: dict[str, ModuleType] = {"brainmae": brainmae}
+MODELS: dict[str, ModuleType] = {"brainmae": brainmae, "stmae": stmae}
 
 
 def family(model_cfg: ml_collections.ConfigDict) -> ModuleType:

@@ -546,12 +546,14 @@ class BrainMAEForPrediction(nnx.Module):
       self.hidden = None
       self.out = Dense(d, num_outputs, ("embed", "vocab"), rngs=rngs, dtype=dt)
 
-  def __call__(self, x: Array, *, rngs: nnx.Rngs | None = None) -> Array:
-    """Predictions [B, num_outputs] (logits or regression values), float32."""
+  def __call__(self, x: Array, *, rngs: nnx.Rngs | None = None, with_penalty: bool = False):
+    """Predictions [B, num_outputs] (logits or regression values), float32; with ``with_penalty``,
+    (predictions, 0.0): BrainMAE adds no penalty to the fine-tuning loss."""
     h = self.head_norm(self.encoder.encode(x, None, rngs=rngs)["pooled"])
     if self.hidden is not None:
       h = jax.nn.gelu(self.hidden(h))
-    return self.out(h).astype(jnp.float32)
+    out = self.out(h).astype(jnp.float32)
+    return (out, jnp.zeros((), jnp.float32)) if with_penalty else out
 
 
 # The model-family interface of jaxbrain.models (what the pretraining and fine-tuning tasks use).

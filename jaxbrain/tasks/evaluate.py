@@ -107,14 +107,82 @@ def interpretability(model: nnx.Module, data: FmriData, workdir: str,
   out = {"roi_similarity": plots.save_matrix(os.path.join(folder, "roi_similarity"), sim,
                                              data.region_names, title="ROI-embedding similarity",
                                              cmap="RdBu_r", vmin=-1, vmax=1)["png"]}
-  if config.model.embedding_attention:
+  if config.model.get("embedding_attention", False):
     for layer in range(len(model.ga_blocks)):
       att = np.asarray(model.roi_attention(layer))
       out[f"roi_attention_{layer}"] = plots.save_matrix(
           os.path.join(folder, f"roi_attention_{layer}"), att, data.region_names,
           title=f"Graph attention, TSE layer {layer}", cmap="viridis")["png"]
-  if data.homologous_pairs and config.model.roi_embedding == "learned":
+  if data.homologous_pairs and config.model.get("roi_embedding", "learned") == "learned":
     test = homology.homology_test(sim, data.homologous_pairs, n_perm=config.eval.num_permutations,
                                   seed=config.seed)
     out.update({f"homology_{k}": v for k, v in test.items()})
+  return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# ST-MAE: masked reconstruction of dynamic FC.
+
+def fc_masks(num: int, config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
+  """Fixed evaluation masks for ``num`` windows, drawn with ``config.eval.mask_seed`` at the
+  model's ratios: (node mask bool [num, N], window mask bool [num, W])."""
+  import jax
+  from jaxbrain.data.dynamic_fc import num_windows
+  from jaxbrain.models.stmae import random_masks
+  c = config.model
+  w = num_windows(c.num_segments * c.seg_len, c.fc_window, c.fc_stride)
+  node, window = random_masks(jax.random.key(int(config.eval.mask_seed)), num, c.num_rois, w,
+                              c.node_mask_ratio, c.window_mask_ratio)
+  return np.asarray(node), np.asarray(window)
+
+
+def fc_reconstruction_errors(model: nnx.Module, x: np.ndarray, masks: tuple[np.ndarray, np.ndarray],
+                             batch_size: int, baseline: tuple[np.ndarray, np.ndarray] | None = None
+                             ) -> dict[str, np.ndarray]:
+  """Per window of ``x`` [W, S, N, L]: the FC-row MSE and edge BCE of the hidden cells, by the
+  model (eval mode) or, with ``baseline`` = (mean FC [N, N], edge frequency [N, N]) of the
+  training windows, by predicting those for every window."""
+  import jax.numpy as jnp
+  from jaxbrain.models.stmae import reconstruction_losses
+  from jaxtrain.inference import batched_apply
+
+  def fn(m, xb, nm, wm):
+    fc, adj = m.dynamic_fc(xb)
+    if baseline is None:
+      out = m(xb, nm, wm, fc=fc)
+    else:
+      p = jnp.clip(jnp.asarray(baseline[1], jnp.float32), 1e-4, 1 - 1e-4)
+      out = {"fc_rows": jnp.broadcast_to(jnp.asarray(baseline[0], jnp.float32), fc.shape),
+             "edge_logits": jnp.broadcast_to(jnp.log(p) - jnp.log1p(-p), fc.shape)}
+    r = reconstruction_losses(out, fc, adj, nm, wm, per_sample=True)
+    return jnp.stack([r["feature_mse"], r["edge_bce"]], axis=-1)
+  err = np.asarray(batched_apply(model, fn, (x, *masks), batch_size), np.float64)
+  return {"feature_mse": err[:, 0], "edge_bce": err[:, 1]}
+
+
+def fc_baseline(model: nnx.Module, train_x: np.ndarray, batch_size: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """(mean FC [N, N], edge frequency [N, N]) over the windows of ``train_x``: the baseline that
+  predicts every hidden cell from the training cohort's average graph."""
+  from jaxtrain.inference import batched_apply
+  import jax.numpy as jnp
+
+  def fn(m, xb):
+    fc, adj = m.dynamic_fc(xb)
+    return jnp.stack([jnp.mean(fc, 1), jnp.mean(adj, 1)], axis=1)
+  out = np.asarray(batched_apply(model, fn, (train_x,), batch_size), np.float64).mean(0)
+  return out[0], out[1]
+
+
+def fc_reconstruction_eval(model: nnx.Module, test_x: np.ndarray, train_x: np.ndarray,
+                           config: ml_collections.ConfigDict) -> dict:
+  """Held-out masked FC reconstruction of ST-MAE and of the training-mean-graph baseline, on the
+  same fixed masks."""
+  bs = int(config.eval.batch_size)
+  masks = fc_masks(len(test_x), config)
+  ours = fc_reconstruction_errors(model, test_x, masks, bs)
+  base = fc_reconstruction_errors(model, test_x, masks, bs, fc_baseline(model, train_x, bs))
+  out = {f"fc_{k}_model": float(v.mean()) for k, v in ours.items()}
+  out.update({f"fc_{k}_mean_graph": float(v.mean()) for k, v in base.items()})
+  out["fc_num_windows"] = int(len(test_x))
   return out

@@ -64,11 +64,12 @@ def parse_target(text: str) -> tuple[str, str]:
 def _loss_fn(task: str):
   def loss_fn(model, batch, rng, step):
     del step
-    out = model(batch["x"], rngs=nnx.Rngs(dropout=rng))
+    out, penalty = model(batch["x"], rngs=nnx.Rngs(dropout=rng), with_penalty=True)
     if task == "classification":
       loss = optax.softmax_cross_entropy_with_integer_labels(out, batch["label"]).mean()
-      return loss, {"accuracy": jnp.mean(jnp.argmax(out, -1) == batch["label"])}
-    return jnp.mean(jnp.square(out[:, 0] - batch["label"])), {}
+      return loss + penalty, {"accuracy": jnp.mean(jnp.argmax(out, -1) == batch["label"]),
+                              "penalty": penalty}
+    return jnp.mean(jnp.square(out[:, 0] - batch["label"])) + penalty, {"penalty": penalty}
   return loss_fn
 
 

@@ -17,12 +17,23 @@ READ_THREADS = 4  # threads reading examples from files (array_record) ahead of 
 
 def reconstruction_evaluator(name: str, x: np.ndarray, config: ml_collections.ConfigDict
                              ) -> Evaluator:
-  """Masked-reconstruction MSE on windows ``x`` [W, S, N, L] with the fixed evaluation masks
-  (``evaluate.eval_mask``), the model in eval mode: logged as ``eval/<name>/recon_mse``."""
+  """Masked-reconstruction error on windows ``x`` [W, S, N, L] with fixed evaluation masks, the
+  model in eval mode: BrainMAE's masked MSE (``evaluate.eval_mask``) as ``eval/<name>/recon_mse``;
+  ST-MAE's weighted FC-row MSE + edge BCE (``evaluate.fc_masks``) as ``eval/<name>/recon_loss``."""
   from jaxbrain.evaluation import reconstruction
-  from jaxbrain.tasks import inference
-  from jaxbrain.tasks.evaluate import eval_mask
-  mask = eval_mask(x.shape[:3], config)
+  from jaxbrain.tasks import evaluate, inference
+  if config.model.name == "stmae":
+    masks = evaluate.fc_masks(len(x), config)
+
+    def fc_fn(model):
+      err = evaluate.fc_reconstruction_errors(model, x, masks, config.eval.batch_size)
+      c = config.model
+      return {"recon_loss": float(c.feature_weight * err["feature_mse"].mean()
+                                  + c.edge_weight * err["edge_bce"].mean()),
+              "feature_mse": float(err["feature_mse"].mean()),
+              "edge_bce": float(err["edge_bce"].mean())}
+    return Evaluator(name, fc_fn)
+  mask = evaluate.eval_mask(x.shape[:3], config)
 
   def fn(model):
     recon = inference.reconstruct(model, x, mask, config.eval.batch_size)

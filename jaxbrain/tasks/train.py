@@ -1,4 +1,4 @@
-"""``train_and_evaluate(config, workdir)``: pretrain BrainMAE, evaluate, optionally fine-tune."""
+"""``train_and_evaluate(config, workdir)``: pretrain BrainMAE or ST-MAE, evaluate, optionally fine-tune."""
 from __future__ import annotations
 
 import copy
@@ -62,8 +62,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if split["heldout"]:
       if config.eval.reconstruction:
         train_x = win.train_sample(config.eval.baseline_windows, config.eval.mask_seed)
-        ev.update(evaluate.reconstruction_eval(model, win.arrays("heldout", whole)["x"], train_x,
-                                               config))
+        recon = (evaluate.fc_reconstruction_eval if config.model.name == "stmae"
+                 else evaluate.reconstruction_eval)
+        ev.update(recon(model, win.arrays("heldout", whole)["x"], train_x, config))
       if config.eval.fingerprint:
         ev.update(evaluate.fingerprint_eval(model, win.arrays("heldout", seg_len), win.num_frames,
                                             config))
