@@ -154,6 +154,24 @@ def brainmae_setup(steps: int, checkpoint_every: int) -> tuple[ml_collections.Co
   return config, x
 
 
+def stmae_setup(steps: int, checkpoint_every: int) -> tuple[ml_collections.ConfigDict, np.ndarray]:
+  """A small ST-MAE pretraining run on a (data=2, fsdp=rest) mesh and its training windows: real
+  HCP windows of two subjects (8 segments, FC windows of 40 frames every 16)."""
+  from jaxbrain.tasks import inputs, train
+  from jaxtrain.config import load_config
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = load_config(os.path.join(root, "configs", "stmae.py:smoke"), [
+      "data.num_segments=8", "model.num_segments=8", "model.fc_window=40", "data.stride_frames=42",
+      "train.batch_size=8", "train.log_every=1", f"train.steps={steps}",
+      f"train.checkpoint_every={checkpoint_every}", "optim.warmup_steps=2"])
+  config.mesh.shape = ml_collections.ConfigDict({"data": 2, "fsdp": -1})  # rules: embed -> fsdp
+  data = inputs.load_data(config.data)
+  config = train.with_data_shapes(config, *inputs.data_shapes(config.data, data))
+  x = inputs.window_arrays(data.subjects[:2], config.data, stride_frames=42)["x"]
+  return config, x
+
+
 # ------------------------------------------------------------------------ worker subprocesses
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine_worker.py")

@@ -1,6 +1,6 @@
 """Runs the engine in a fresh process (for the multi-process, SIGKILL and SIGTERM tests) on the tiny
 test net (``--model=mlp``: batch norm, dropout, SGD with multipliers, a frozen module, two passes per
-step), on BrainMAE pretraining over real HCP windows (``--model=brainmae``) or on the smoke-sized
+step), on BrainMAE or ST-MAE pretraining over real HCP windows (``--model=brainmae|stmae``) or on the smoke-sized
 AdaFocusV2 with random frames (``--model=adafocus``).
 Writes the final parameters to --out (npz) and a result line to stdout."""
 import argparse
@@ -11,7 +11,7 @@ import time
 
 p = argparse.ArgumentParser()
 p.add_argument("--workdir", required=True)
-p.add_argument("--model", choices=("mlp", "brainmae", "adafocus"), default="mlp")
+p.add_argument("--model", choices=("mlp", "brainmae", "stmae", "adafocus"), default="mlp")
 p.add_argument("--out", default="")
 p.add_argument("--steps", type=int, default=8)
 p.add_argument("--checkpoint_every", type=int, default=0)
@@ -88,7 +88,8 @@ else:
   from jaxtrain.data import InMemorySource, make_loader  # noqa: E402
   from jaxbrain.tasks.pretrain import pretrain_task  # noqa: E402
 
-  config, x = h.brainmae_setup(steps=args.steps, checkpoint_every=args.checkpoint_every)
+  setup = h.stmae_setup if args.model == "stmae" else h.brainmae_setup
+  config, x = setup(steps=args.steps, checkpoint_every=args.checkpoint_every)
   it = make_loader(InMemorySource({"x": x}), global_batch_size=config.train.batch_size,
                    seed=config.seed, fields=("x",))
   task = pretrain_task(config)
