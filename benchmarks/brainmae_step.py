@@ -39,12 +39,16 @@ def peak_memory_bytes() -> tuple[float, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0, "process max RSS"
 
 
-def bench(variant: str, steps: int, batch_size: int | None) -> dict:
-  config = load_config(f"{CONFIGS}:{variant}" if variant != "default" else CONFIGS)
+def bench(variant: str, steps: int, batch_size: int | None, configs: str = CONFIGS,
+          overrides: tuple[str, ...] = (), label: str = "") -> dict:
+  """One config's row; ``overrides`` ('a.b=value' strings) may set the model's input shapes, else
+  they come from the config's data."""
+  config = load_config(f"{configs}:{variant}" if variant != "default" else configs, overrides)
   if batch_size:
     config.train.batch_size = batch_size
-  data = inputs.load_data(config.data)
-  config = train.with_data_shapes(config, *inputs.data_shapes(config.data, data))
+  if not (config.model.num_rois and config.model.seg_len):
+    data = inputs.load_data(config.data)
+    config = train.with_data_shapes(config, *inputs.data_shapes(config.data, data))
   m = config.model
   program = loop.build_program(config, pretrain_task(config))
   state = program.init()
@@ -66,7 +70,7 @@ def bench(variant: str, steps: int, batch_size: int | None) -> dict:
   step_s = statistics.median(times)
   mem, mem_kind = peak_memory_bytes()
   params = sum(x.size for x in jax.tree.leaves(state.params))
-  return {"config": variant, "batch_size": config.train.batch_size, "input": list(shape),
+  return {"config": label or variant, "batch_size": config.train.batch_size, "input": list(shape),
           "params": int(params), "compile_s": compile_s, "step_s_median": step_s,
           "steps_per_s": 1 / step_s, "samples_per_s": config.train.batch_size / step_s,
           "flops_per_step": flops, "achieved_flops_per_s": flops / step_s,
@@ -74,20 +78,14 @@ def bench(variant: str, steps: int, batch_size: int | None) -> dict:
           "loss": float(diag["loss"])}
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--configs", default="default,paper")
-  parser.add_argument("--steps", type=int, default=10)
-  parser.add_argument("--batch_size", type=int, default=0)
-  parser.add_argument("--matmul_size", type=int, default=2048)
-  parser.add_argument("--cpu_devices", type=int, default=1,
-                      help="JAX devices to split the CPU into (the mesh's data axis spans them)")
-  args = parser.parse_args()
+def run(rows: list, args: argparse.Namespace) -> list[dict]:
+  """Measures the matmul rate, then each of ``rows`` (callables giving a ``bench`` row), then the
+  matmul rate again; prints one JSON line per row and the table."""
   distributed.set_cpu_device_count(args.cpu_devices)
   device = jax.devices()[0]
   print(f"device: {device.platform} {device.device_kind} x{jax.device_count()}")
   rate_before = perf.matmul_flops_per_s(args.matmul_size)
-  rows = [bench(v, args.steps, args.batch_size or None) for v in args.configs.split(",")]
+  rows = [row() for row in rows]
   rate_after = perf.matmul_flops_per_s(args.matmul_size)
   rate = max(rate_before, rate_after)
   print(f"fp32 matmul {args.matmul_size}^2: {rate_before / 1e9:.1f} GFLOP/s before, "
@@ -103,6 +101,24 @@ def main() -> None:
           f"{r['samples_per_s']:.1f} | {r['flops_per_step'] / 1e9:.2f} | "
           f"{r['achieved_flops_per_s'] / 1e9:.1f} | {100 * r['fraction_of_matmul']:.0f}% | "
           f"{r['peak_memory_gib']:.2f} ({r['memory_kind']}) |")
+  return rows
+
+
+def common_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--batch_size", type=int, default=0)
+  parser.add_argument("--matmul_size", type=int, default=2048)
+  parser.add_argument("--cpu_devices", type=int, default=1,
+                      help="JAX devices to split the CPU into (the mesh's data axis spans them)")
+  return parser
+
+
+def main() -> None:
+  parser = common_flags(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+  parser.add_argument("--configs", default="default,paper")
+  args = parser.parse_args()
+  run([lambda v=v: bench(v, args.steps, args.batch_size or None) for v in args.configs.split(",")],
+      args)
 
 
 if __name__ == "__main__":

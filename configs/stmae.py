@@ -38,7 +38,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        for name in ("embed", "mlp", "heads", "kv", "roi", "window", "vocab"))
   c.train.update(dict(steps=600, batch_size=16, log_every=50, checkpoint_every=200))
   c.optim.update(dict(lr=1e-3, warmup_steps=50))
-  c.eval.update(dict(interpret=True, fingerprint_embedding="pooled", batch_size=16))
+  c.eval.update(dict(interpret=True, fingerprint_embedding="pooled", batch_size=16,
+                     random_init_twin=True))  # also evaluate the untrained encoder (eval.random_init)
   if variant == "default":
     pass
   elif variant == "smoke":

@@ -145,7 +145,6 @@ def test_no_masked_content_reaches_the_encoder_or_decoder():
 
 
 def test_pretraining_lowers_the_loss():
-  from jaxtrain.optim import make_optimizer  # noqa: F401  (the engine trains in the e2e tests)
   import optax
   c = small_config()
   model = stmae.STMAE(c, rngs=nnx.Rngs(0))

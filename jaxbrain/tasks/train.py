@@ -33,6 +33,23 @@ def with_data_shapes(config: ml_collections.ConfigDict, num_rois: int, seg_len: 
   return config
 
 
+def heldout_eval(model, win: inputs.Windows, config: ml_collections.ConfigDict) -> dict:
+  """The held-out subjects' evaluations of ``config.eval``: masked reconstruction (of BOLD for
+  BrainMAE, of dynamic FC for ST-MAE) against baselines, and fingerprinting."""
+  ev = {}
+  seg_len = config.model.seg_len
+  if config.eval.reconstruction:
+    train_x = win.train_sample(config.eval.baseline_windows, config.eval.mask_seed)
+    recon = (evaluate.fc_reconstruction_eval if config.model.name == "stmae"
+             else evaluate.reconstruction_eval)
+    ev.update(recon(model, win.arrays("heldout", config.data.num_segments * seg_len)["x"], train_x,
+                    config))
+  if config.eval.fingerprint:
+    ev.update(evaluate.fingerprint_eval(model, win.arrays("heldout", seg_len), win.num_frames,
+                                        config))
+  return ev
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the whole experiment; returns (and writes to workdir/summary.json) its summary, whose
   config has the model shapes taken from the data. Windows come from subjects in memory, or from
@@ -49,8 +66,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config = with_data_shapes(config, win.num_rois, win.seg_len)
   # Held-out subjects are reported; validation subjects are evaluated during pretraining only.
   split = win.splits
-  seg_len = config.model.seg_len
-  whole = config.data.num_segments * seg_len  # a hop of one window: non-overlapping windows
+  whole = config.data.num_segments * config.model.seg_len  # non-overlapping windows
   val_x = win.arrays("val", whole)["x"] if split["val"] else None
 
   result = pretrain.pretrain(config, workdir, win.train, val_x)
@@ -58,16 +74,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               "heldout_subjects": split["heldout"], "num_train_windows": len(win.train)}
   if not result.preempted:
     model = result.model
-    ev = {}
-    if split["heldout"]:
-      if config.eval.reconstruction:
-        train_x = win.train_sample(config.eval.baseline_windows, config.eval.mask_seed)
-        recon = (evaluate.fc_reconstruction_eval if config.model.name == "stmae"
-                 else evaluate.reconstruction_eval)
-        ev.update(recon(model, win.arrays("heldout", whole)["x"], train_x, config))
-      if config.eval.fingerprint:
-        ev.update(evaluate.fingerprint_eval(model, win.arrays("heldout", seg_len), win.num_frames,
-                                            config))
+    ev = heldout_eval(model, win, config) if split["heldout"] else {}
+    if split["heldout"] and get(config.eval, "random_init_twin", False):
+      # The same evaluations of the encoder pretraining started from (config.seed): what it adds.
+      twin = finetune.load_encoder(config, None)
+      twin.eval()
+      ev["random_init"] = heldout_eval(twin, win, config)
     if config.eval.interpret and jax.process_index() == 0:
       ev.update(evaluate.interpretability(model, win.data, workdir, config))
     sections["eval"] = ev
