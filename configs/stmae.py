@@ -15,7 +15,7 @@ Variants:
              the same for the untrained encoder (eval.random_init). 15 min measured on 2 CPU
              cores (600 steps at ~0.7 steps/s). Expected (seed 0, measured): FC-row MSE 0.0624
              vs 0.0619 for the training-mean graph, edge BCE 0.501 vs 0.448, fingerprinting
-             0.28 (chance 0.33; raw FC 1.00), homologous ROI embeddings 0.68 vs 0.02 random.
+             0.28 (chance 0.33; raw FC 1.00; untrained encoder 0.54), homologous ROI embeddings 0.68 vs 0.02 random.
   smoke      Tiny model, 20 steps: checks the pipeline (tests), not the result; ~30 s.
   synthetic  Synthetic labelled subjects: pretraining, then the linear probe and fine-tuning with
              5-fold subject-level cross-validation.
