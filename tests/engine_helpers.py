@@ -136,40 +136,38 @@ def params_of(model) -> dict:
           for p, v in jax.tree_util.tree_leaves_with_path(state)}
 
 
-def brainmae_setup(steps: int, checkpoint_every: int) -> tuple[ml_collections.ConfigDict, np.ndarray]:
-  """A small BrainMAE pretraining run on a (data=2, fsdp=rest) mesh, parameters sharded over fsdp,
-  and its training windows: real HCP windows of two subjects (hop of one segment)."""
+def _pretrain_setup(config_file: str, overrides: list[str], stride: int | None = None
+                    ) -> tuple[ml_collections.ConfigDict, np.ndarray]:
+  """A pretraining run of ``configs/<config_file>`` with ``overrides`` on a (data=2, fsdp=rest) mesh
+  (rules: embed -> fsdp) and its training windows: real HCP windows of two subjects, a hop of
+  ``stride`` frames (default one segment)."""
   from jaxbrain.tasks import inputs, train
   from jaxtrain.config import load_config
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  config = load_config(os.path.join(root, "configs", "brainmae.py:smoke"), [
+  config = load_config(os.path.join(root, "configs", config_file), overrides)
+  config.mesh.shape = ml_collections.ConfigDict({"data": 2, "fsdp": -1})
+  data = inputs.load_data(config.data)
+  config = train.with_data_shapes(config, *inputs.data_shapes(config.data, data))
+  x = inputs.window_arrays(data.subjects[:2], config.data, stride_frames=stride)["x"]
+  return config, x
+
+
+def brainmae_setup(steps: int, checkpoint_every: int) -> tuple[ml_collections.ConfigDict, np.ndarray]:
+  """A small BrainMAE pretraining run, parameters sharded over fsdp (``_pretrain_setup``)."""
+  return _pretrain_setup("brainmae.py:smoke", [
       "model.embed_dim=16", "model.num_heads=2", "model.decoder_dim=8", "model.decoder_heads=2",
       "train.batch_size=8", "train.log_every=1", f"train.steps={steps}",
       f"train.checkpoint_every={checkpoint_every}", "optim.warmup_steps=2"])
-  config.mesh.shape = ml_collections.ConfigDict({"data": 2, "fsdp": -1})  # rules: embed -> fsdp
-  data = inputs.load_data(config.data)
-  config = train.with_data_shapes(config, *inputs.data_shapes(config.data, data))
-  x = inputs.window_arrays(data.subjects[:2], config.data)["x"]
-  return config, x
 
 
 def stmae_setup(steps: int, checkpoint_every: int) -> tuple[ml_collections.ConfigDict, np.ndarray]:
-  """A small ST-MAE pretraining run on a (data=2, fsdp=rest) mesh and its training windows: real
-  HCP windows of two subjects (8 segments, FC windows of 40 frames every 16)."""
-  from jaxbrain.tasks import inputs, train
-  from jaxtrain.config import load_config
-
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  config = load_config(os.path.join(root, "configs", "stmae.py:smoke"), [
+  """A small ST-MAE pretraining run (8 segments, FC windows of 40 frames every 16), windows every
+  42 frames (``_pretrain_setup``)."""
+  return _pretrain_setup("stmae.py:smoke", [
       "data.num_segments=8", "model.num_segments=8", "model.fc_window=40", "data.stride_frames=42",
       "train.batch_size=8", "train.log_every=1", f"train.steps={steps}",
-      f"train.checkpoint_every={checkpoint_every}", "optim.warmup_steps=2"])
-  config.mesh.shape = ml_collections.ConfigDict({"data": 2, "fsdp": -1})  # rules: embed -> fsdp
-  data = inputs.load_data(config.data)
-  config = train.with_data_shapes(config, *inputs.data_shapes(config.data, data))
-  x = inputs.window_arrays(data.subjects[:2], config.data, stride_frames=42)["x"]
-  return config, x
+      f"train.checkpoint_every={checkpoint_every}", "optim.warmup_steps=2"], stride=42)
 
 
 # ------------------------------------------------------------------------ worker subprocesses

@@ -37,6 +37,7 @@ from flax import nnx
 
 from jaxbrain.data import dynamic_fc
 from jaxbrain.data.masking import num_masked
+from jaxbrain.models.brainmae import _model_section
 from jaxbrain.models.layers import AttentionBlock, Dense, LayerNorm, embed_init, param
 from jaxtrain.errors import ConfigError
 
@@ -103,10 +104,6 @@ def _check_config(c: ml_collections.ConfigDict) -> None:
     bad("dtype", "'float32', 'bfloat16' or 'float16'")
 
 
-def _model_section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  return config.model if "model" in config else config
-
-
 # ----------------------------------------------------------------------------------------------
 # Masks and graphs
 # ----------------------------------------------------------------------------------------------
@@ -130,11 +127,10 @@ def visible_graph(fc: Array, visible: Array | None, num_visible: int, sparsity: 
   """Binary adjacency [B, W, N, N] of the top ``sparsity`` % of the edges among visible nodes
   (``visible`` bool [B, W, N], ``num_visible`` of them in a window that has any; None: all), the
   threshold taken over those edges only; a window with no visible node has no edge."""
-  n = fc.shape[-1]
-  iu, ju = np.triu_indices(n, 1)
-  edges = fc[..., iu, ju]
   if visible is None:
     return dynamic_fc.sparsify(fc, sparsity=float(sparsity))
+  iu, ju = np.triu_indices(fc.shape[-1], 1)
+  edges = fc[..., iu, ju]
   valid = visible[..., iu] & visible[..., ju]
   keep = max(1, math.ceil(num_visible * (num_visible - 1) / 2 * sparsity / 100.0))
   scored = jnp.where(valid, edges, -jnp.inf)
