@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) -m jaxbrain.main --config=configs/brainmae.py --workdir=runs/brainmae_demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --durations=20 tests
 
 sweep: $(STAMP)
 	$(PY) -m theory.sweep --config=configs/dsd.py --workdir=runs/dsd

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import ml_collections
 import numpy as np
 
+from jaxbrain.evaluation.comparison_report import FAMILIES, row_family, rows_of
 from jaxtrain import cli
 from jaxtrain import metrics as metrics_lib
 
@@ -28,13 +29,29 @@ BASELINES = ("roi_mean", "linear_interp", "ridge", "st_ridge")
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Rejects unknown baselines and empty row lists before any work starts."""
+  """Rejects unknown baselines, unknown model families and row lists without a BrainMAE row
+  before any work starts."""
   from jaxtrain.errors import ConfigError
   unknown = [b for b in config.baselines if b not in BASELINES]
   if unknown:
     raise ConfigError(f"config.baselines has {unknown}; expected names from {list(BASELINES)}")
-  if not len(config.rows):
-    raise ConfigError("config.rows is empty; expected at least one model row")
+  for row in config.rows:
+    family = row_family(config, row)
+    if family not in FAMILIES or family not in config:
+      raise ConfigError(f"config.rows.{row}.name={family!r}: expected a model family with its "
+                        f"section in the config, one of {list(FAMILIES)}")
+  if not rows_of(config, "brainmae"):
+    raise ConfigError("config.rows has no BrainMAE row; expected at least one")
+  missing = [r for r in config.reference_rows if r not in config.rows]
+  if missing or not len(config.reference_rows):
+    raise ConfigError(f"config.reference_rows={tuple(config.reference_rows)}: expected one or more "
+                      f"names from config.rows {list(config.rows)}")
+
+
+def labelled_rows(config: ml_collections.ConfigDict) -> list[str]:
+  """The rows whose untrained encoder is scored too and that the labelled tasks pretrain (rows
+  are a ConfigDict, whose order is alphabetical: so they are named, not the first)."""
+  return list(config.reference_rows)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -67,34 +84,27 @@ def _per_window(errors: np.ndarray, draws: int) -> np.ndarray:
 
 class FoldData:
   """Everything one fold's cells read: training/validation windows, the held-out evaluation sets
-  (native TR and each cross-TR version, with their masks) and the fingerprinting windows."""
+  (native TR and each cross-TR version, with their masks) and the fingerprinting windows; the
+  BrainMAE rows' windows as attributes, other families' through ``windows``."""
 
   def __init__(self, config: ml_collections.ConfigDict, data: Any, split: dict, fold: int):
     from jaxbrain.data.preprocess import resample
     from jaxbrain.evaluation.fingerprint import scan_halves
     from jaxbrain.tasks import inputs
     bc, protocol = config.brainmae, config.protocol
-    self.split, self.fold = split, fold
-    index = {sid: i for i, sid in enumerate(data.ids)}
-    seg = inputs.frames_per_segment(bc.data, data.subjects)
-    window = bc.data.num_segments * seg
-
-    def arrays(subjects, stride, **kw):
-      return inputs.window_arrays(subjects, bc.data, stride_frames=stride,
-                                  subject_index=[index[s.id] for s in subjects], **kw)
-    self.train_x = arrays(data.select(split["train"]), bc.data.stride_frames)["x"]
-    self.val_x = arrays(data.select(split["val"]), window)["x"]
-    seed = int(protocol.mask_seed) + 1000 * fold
-    self.val = _masked_windows(self.val_x, protocol, seed + 1)
+    self.split, self.fold, self._data, self._cache = split, fold, data, {}
+    self._index = index = {sid: i for i, sid in enumerate(data.ids)}
     heldout = data.select(split["heldout"])
-    self.sets: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    self.groups: dict[str, np.ndarray] = {}
-    for name, tr in [("native", None)] + [(f"tr{t:g}", float(t)) for t in config.cross_tr]:
-      subjects = heldout if tr is None else [_through_tr(s, tr, resample) for s in heldout]
-      a = arrays(subjects, window)
-      self.sets[name] = _masked_windows(a["x"], protocol, seed)
-      self.groups[name] = a["subject"]
+    self._heldout = {name: heldout if tr is None else [_through_tr(s, tr, resample) for s in heldout]
+                     for name, tr in [("native", None)] + [(f"tr{t:g}", float(t))
+                                                           for t in config.cross_tr]}
+    w = self.windows(bc.data)
+    self.train_x, self.val_x, self.groups = w["train_x"], w["val_x"], w["groups"]
+    self.mask_seed = seed = int(protocol.mask_seed) + 1000 * fold
+    self.val = _masked_windows(self.val_x, protocol, seed + 1)
+    self.sets = {name: _masked_windows(x, protocol, seed) for name, x in w["sets"].items()}
     # Fingerprinting: non-overlapping windows of 1, 2, ... segments of the held-out scans.
+    seg = inputs.frames_per_segment(bc.data, data.subjects)
     self.fingerprint = {}
     for k in config.fingerprint_segments:
       d = ml_collections.ConfigDict(bc.data.to_dict())
@@ -106,6 +116,25 @@ class FoldData:
       keep = parts >= 0
       self.fingerprint[f"{k}seg"] = {"x": a["x"][keep], "subject": a["subject"][keep],
                                      "part": parts[keep]}
+
+  def windows(self, dc: ml_collections.ConfigDict) -> dict:
+    """Windows of the data section ``dc``: 'train_x' (every ``dc.stride_frames``), non-overlapping
+    'val_x' and held-out 'sets' {name: x}, with 'groups' {name: subject index per window}."""
+    from jaxbrain.tasks import inputs
+    key = json.dumps(dc.to_dict(), sort_keys=True, default=str)
+    if key not in self._cache:
+      window = dc.num_segments * inputs.frames_per_segment(dc, self._data.subjects)
+
+      def arrays(subjects, stride):
+        return inputs.window_arrays(subjects, dc, stride_frames=stride,
+                                    subject_index=[self._index[s.id] for s in subjects])
+      sets = {name: arrays(subjects, window) for name, subjects in self._heldout.items()}
+      self._cache[key] = {
+          "train_x": arrays(self._data.select(self.split["train"]), dc.stride_frames)["x"],
+          "val_x": arrays(self._data.select(self.split["val"]), window)["x"],
+          "sets": {name: a["x"] for name, a in sets.items()},
+          "groups": {name: a["subject"] for name, a in sets.items()}}
+    return self._cache[key]
 
 
 def _through_tr(subject: Any, tr: float, resample: Callable) -> Any:
@@ -172,11 +201,11 @@ def baseline_cells(config: ml_collections.ConfigDict, fd: FoldData) -> dict[str,
 
 
 def row_config(config: ml_collections.ConfigDict, row: str, data: Any) -> ml_collections.ConfigDict:
-  """``config.brainmae`` with the row's model overrides, the protocol's evaluation masks and the
-  model shapes of ``data``."""
+  """The row's family section (``config.brainmae`` or ``config.stmae``) with the row's model
+  overrides, the protocol's evaluation masks and the model shapes of ``data``."""
   from jaxbrain.tasks.inputs import frames_per_segment
   from jaxbrain.tasks.train import with_data_shapes
-  c = ml_collections.ConfigDict(config.brainmae.to_dict())
+  c = ml_collections.ConfigDict(config[row_family(config, row)].to_dict())
   c.name = f"{config.name}/{row}"
   c.seed = int(config.seed)
   c.model.update(config.rows[row].to_dict())
@@ -185,22 +214,39 @@ def row_config(config: ml_collections.ConfigDict, row: str, data: Any) -> ml_col
   return with_data_shapes(c, data.subjects[0].num_rois, frames_per_segment(c.data, data.subjects))
 
 
-def model_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_dir: str,
-               data: Any, prior_lam: float | None = None) -> dict:
-  """Pretrains the row on the fold's pretraining subjects (early stopping on the validation
-  subjects: the best checkpoint by validation reconstruction error), then scores it. A row with a
-  linear prior takes ``prior_lam``, the ridge penalty chosen on the validation subjects."""
-  from jaxbrain.evaluation.reconstruction import masked_mse_per_window
-  from jaxbrain.tasks import inference, pretrain
+def _pretrained(c: ml_collections.ConfigDict, run_dir: str, train_x: np.ndarray,
+                val_x: np.ndarray) -> tuple[Any, int]:
+  """(model in eval mode, step): the row pretrained on ``train_x`` (resumed from ``run_dir``'s
+  checkpoints), its best checkpoint by the validation metric ``c.train.best_metric``."""
+  from jaxbrain.tasks import pretrain
   from jaxtrain import loop
-  c = row_config(config, row, data)
-  if c.model.linear_prior and prior_lam is not None:
-    c.model.prior_lam = float(prior_lam)
-  result = pretrain.pretrain(c, run_dir, fd.train_x, fd.val_x)
+  result = pretrain.pretrain(c, run_dir, train_x, val_x)
   if result.preempted:  # the checkpoint is saved: rerunning the command resumes here
     raise SystemExit(f"preempted while training {run_dir}; rerun the same command to resume")
   model, step = loop.restore_model(c, pretrain.pretrain_task(c), os.path.join(run_dir, "best"))
   model.eval()
+  return model, step
+
+
+def _untrained(c: ml_collections.ConfigDict) -> Any:
+  """The encoder pretraining started from (``c.seed``), in eval mode: what pretraining adds."""
+  from jaxbrain.tasks.finetune import load_encoder
+  model = load_encoder(c, None)
+  model.eval()
+  return model
+
+
+def model_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_dir: str,
+               data: Any, prior_lam: float | None = None) -> dict:
+  """Pretrains a BrainMAE row on the fold's pretraining subjects (early stopping on the validation
+  subjects: the best checkpoint by validation reconstruction error), then scores it. A row with a
+  linear prior takes ``prior_lam``, the ridge penalty chosen on the validation subjects."""
+  from jaxbrain.evaluation.reconstruction import masked_mse_per_window
+  from jaxbrain.tasks import inference
+  c = row_config(config, row, data)
+  if c.model.linear_prior and prior_lam is not None:
+    c.model.prior_lam = float(prior_lam)
+  model, step = _pretrained(c, run_dir, fd.train_x, fd.val_x)
   draws, bs = int(config.protocol.mask_draws), int(c.eval.batch_size)
   # Training loss (masked MSE on training batches, logged every train.log_every steps) at the best
   # step: with the validation error it shows how much the row overfits its pretraining subjects.
@@ -222,23 +268,62 @@ def model_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_di
     return {f"fp/{k}": fingerprint_correct(inference.embed(m, fp["x"], bs, kind), fp)
             for k, fp in fd.fingerprint.items()}
   cell.update(fingerprints(model))
-  if row == next(iter(config.rows)):  # what pretraining adds: the same encoder untrained
-    from jaxbrain.tasks.finetune import load_encoder
-    untrained = load_encoder(c, None)
-    untrained.eval()
-    cell["untrained"] = fingerprints(untrained)
+  if row in labelled_rows(config):
+    cell["untrained"] = fingerprints(_untrained(c))
   return cell
 
 
+def stmae_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_dir: str,
+               data: Any) -> dict:
+  """Pretrains an ST-MAE row like ``model_cell`` (early stopping on the validation subjects' masked
+  FC reconstruction), then scores on its own windows (``config.stmae.data``) the masked FC
+  reconstruction of every held-out set, ``protocol.mask_draws`` masks per window at the model's
+  node and window ratios, beside the untrained encoder and the training-mean graph on the same
+  masks; and fingerprinting on the benchmark's short windows (``stmae.for_segments``)."""
+  from jaxbrain.models.stmae import for_segments
+  from jaxbrain.tasks import evaluate, inference
+  c = row_config(config, row, data)
+  w = fd.windows(c.data)
+  model, step = _pretrained(c, run_dir, w["train_x"], w["val_x"])
+  draws, bs = int(config.protocol.mask_draws), int(c.eval.batch_size)
+  kind = c.eval.fingerprint_embedding
+
+  def errors(m, x, seed, baseline=None):
+    x = np.repeat(x, draws, axis=0)
+    e = evaluate.fc_reconstruction_errors(m, x, evaluate.fc_masks(len(x), c, seed), bs, baseline)
+    return {k: _per_window(v, draws) for k, v in e.items()}
+
+  def scores(m, baseline=None):
+    out = {}
+    for name, x in w["sets"].items():
+      e = errors(m, x, fd.mask_seed, baseline)
+      out.update({f"fc_mse/{name}": e["feature_mse"], f"fc_bce/{name}": e["edge_bce"]})
+    if baseline is None:
+      out.update({f"fp/{k}": fingerprint_correct(
+          inference.embed(for_segments(m, fp["x"].shape[1]), fp["x"], bs, kind), fp)
+          for k, fp in fd.fingerprint.items()})
+    return out
+  val = errors(model, w["val_x"], fd.mask_seed + 1)
+  untrained = _untrained(c)
+  return {"best_step": np.float64(step), "val_fc_mse": np.mean(val["feature_mse"]),
+          "val_fc_bce": np.mean(val["edge_bce"]), **scores(model),
+          "untrained": scores(untrained),
+          "mean_graph": scores(model, evaluate.fc_baseline(model, w["train_x"], bs)),
+          "items": {f"fc/{name}": g for name, g in w["groups"].items()}}
+
+
 def cell_key(config: ml_collections.ConfigDict, name: str) -> str:
-  """A digest of every setting the cell ``name`` depends on: a stored cell with another digest was
-  computed with other settings and is redone."""
-  parts = {k: config[k] for k in ("seed", "brainmae", "cross_tr", "fingerprint_segments")}
+  """A digest of every setting the cell ``name`` (a row, 'baselines' or 'labelled/<row>') depends
+  on: a stored cell with another digest was computed with other settings and is redone."""
+  row = name.split("/", 1)[1] if name.startswith("labelled/") else name
+  family = row_family(config, row) if row in config.rows else "brainmae"
+  parts = {k: config[k] for k in ("seed", "cross_tr", "fingerprint_segments", family)}
   parts["protocol"] = {k: v for k, v in config.protocol.items() if k not in ("bootstrap", "level")}
   if name in config.rows:
-    parts["row"] = config.rows[name]
-  elif name == "labelled":
-    parts.update(labelled=config.labelled, row=config.rows[next(iter(config.rows))])
+    parts.update(row=config.rows[name], reference=name in labelled_rows(config))
+  elif row in config.rows:
+    parts.update(labelled=config.labelled, row=config.rows[row],
+                 first=row == labelled_rows(config)[0])
   else:
     parts["baselines"] = config.baselines
   text = json.dumps(ml_collections.ConfigDict(parts).to_dict(), sort_keys=True, default=str)
@@ -323,8 +408,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   splits = fold_splits(data.ids, config.protocol, int(config.seed))
   rows = list(config.rows)
   tasks = [(f, name) for f in range(len(splits)) for name in ["baselines", *rows]]
-  labelled = bool(config.labelled.enabled)
-  progress = metrics_lib.Progress(len(tasks) + int(labelled), desc="compare", unit="cell",
+  lab_rows = labelled_rows(config) if config.labelled.enabled else []
+  progress = metrics_lib.Progress(len(tasks) + len(lab_rows), desc="compare", unit="cell",
                                   every_s=0.0)
   cells: dict[int, dict[str, dict]] = {}
   fold_data: dict[int, FoldData] = {}
@@ -341,30 +426,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         cell = {}
       else:
         run_dir = _run_dir(os.path.join(workdir, "runs", f"fold{f}", name), key)
-        ridge = store.get(f"fold{f}", "ridge", cell_key(config, "baselines"))
-        cell = _flatten(model_cell(config, name, fd, run_dir, data,
-                                   None if ridge is None else float(ridge["chosen_lam"])))
+        if row_family(config, name) == "stmae":
+          cell = _flatten(stmae_cell(config, name, fd, run_dir, data))
+        else:
+          ridge = store.get(f"fold{f}", "ridge", cell_key(config, "baselines"))
+          cell = _flatten(model_cell(config, name, fd, run_dir, data,
+                                     None if ridge is None else float(ridge["chosen_lam"])))
       store.put(f"fold{f}", name, cell, key)
     cells.setdefault(f, {})[name] = _unflatten(cell)
     progress.update(done + 1, force=True)
   for f in cells:  # the baselines' own files
     for method in [*config.baselines, "raw_fc", "items"]:
       cells[f][method] = _unflatten(store.get(f"fold{f}", method, cell_key(config, "baselines")))
-  result = {"labelled": None}
-  if labelled:
-    key = cell_key(config, "labelled")
-    cell = store.get("labelled", "predictions", key)
+  labelled = {}
+  for i, row in enumerate(lab_rows):
+    key = cell_key(config, f"labelled/{row}")
+    cell = store.get("labelled", row, key)
     if cell is None:
       from jaxbrain.tasks.labelled import labelled_cells
-      cell = _flatten(labelled_cells(config, row_config(config, rows[0], data),
-                                     _run_dir(os.path.join(workdir, "runs", "labelled"), key)))
-      store.put("labelled", "predictions", cell, key)
-    result["labelled"] = _unflatten(cell)
-    progress.update(len(tasks) + 1, force=True)
-  summary = comparison_report.summarise(config, splits, cells, result["labelled"], data.ids)
+      modes = [m for m in config.labelled.modes if i == 0 or not m.startswith("fc_")]
+      cell = _flatten(labelled_cells(config, row_config(config, row, data),
+                                     _run_dir(os.path.join(workdir, "runs", "labelled", row), key),
+                                     modes=modes))
+      store.put("labelled", row, cell, key)
+    labelled[row] = _unflatten(cell)
+    progress.update(len(tasks) + i + 1, force=True)
+  summary = comparison_report.summarise(config, splits, cells,
+                                        merge_labelled(labelled) if labelled else None, data.ids)
   summary["wall_time_s"] = time.perf_counter() - t0
   comparison_report.write(workdir, config, summary)
   return summary
+
+
+def merge_labelled(cells: dict[str, dict]) -> dict:
+  """The labelled cells of several rows as one per target: each row's encoder methods as
+  '<row>_<method>' (e.g. 'stmae_pretrained_probe'), the static-FC baselines once."""
+  out: dict = {}
+  for row, cell in cells.items():
+    for target, t in cell.items():
+      merged = out.setdefault(target, {**{k: v for k, v in t.items() if k != "predictions"},
+                                       "predictions": {}})
+      if not np.array_equal(merged["subject"], t["subject"]):
+        raise RuntimeError(f"labelled cells of {list(cells)} scored different subjects for {target}")
+      for method, p in t["predictions"].items():
+        merged["predictions"][method if method.startswith("fc_") else f"{row}_{method}"] = p
+  return out
 
 
 def report(summary: dict) -> None:

@@ -70,9 +70,24 @@ def test_smoke_comparison_runs_and_resumes(tmp_path):
   assert native["num_subjects"] == 7
   assert summary["reconstruction"]["tr1.44"]["bar"] in ("roi_mean", "linear_interp", "ridge",
                                                          "st_ridge")
+  # ST-MAE: masked FC reconstruction beside its untrained encoder and the mean graph, per set.
+  for set_name in ("native", "tr1.44"):
+    st = summary["fc_reconstruction"][set_name]["stmae"]
+    assert set(st["methods"]) == {"model", "untrained", "mean_graph"}
+    assert set(st["contrasts"]) == {"untrained", "mean_graph"}
+    assert st["num_subjects"] == 7 and st["num_windows"] == 7 * 7  # 1200 frames / 168 per window
+    for m in st["methods"].values():
+      for metric in ("fc_mse", "fc_bce"):
+        assert 0 < m[metric]["lo"] <= m[metric]["mean"] <= m[metric]["hi"]
+  fp = summary["fingerprint"]["1seg"]
+  assert {"brainmae_prior_untrained", "stmae", "stmae_untrained", "raw_fc"} <= set(fp["methods"])
+  assert "untrained" in fp["contrasts"]["stmae"] and "untrained" not in fp["contrasts"]["raw_fc"]
   for target, metric in (("class", "accuracy"), ("score", "mae")):
     lab = summary["labelled"][target]
-    assert set(lab["methods"]) == {"pretrained_probe", "random_init_probe", "fc_linear", "fc_mlp"}
+    assert set(lab["methods"]) == {f"{r}_{m}" for r in ("brainmae_prior", "stmae")
+                                   for m in ("pretrained_probe", "random_init_probe")} | {
+                                       "fc_linear", "fc_mlp"}
+    assert lab["references"] == ["brainmae_prior_pretrained_probe", "stmae_pretrained_probe"]
     assert lab["metric"] == metric and lab["num_subjects"] == 6
   for name in ("comparison.md", "comparison.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0
@@ -81,13 +96,42 @@ def test_smoke_comparison_runs_and_resumes(tmp_path):
   stamp = {p: os.path.getmtime(os.path.join(cells, "fold0", p)) for p in os.listdir(
       os.path.join(cells, "fold0"))}
   os.remove(os.path.join(cells, "fold1", "plain_autoencoder.npz"))
+  os.remove(os.path.join(cells, "fold1", "stmae.npz"))
   assert compare.main(argv) == 0
-  assert os.path.exists(os.path.join(cells, "fold1", "plain_autoencoder.npz"))
+  for name in ("plain_autoencoder", "stmae"):
+    assert os.path.exists(os.path.join(cells, "fold1", f"{name}.npz"))
   for p, t in stamp.items():
     assert os.path.getmtime(os.path.join(cells, "fold0", p)) == t
   with open(os.path.join(workdir, "comparison.json")) as f:
     again = json.load(f)
   assert again["reconstruction"]["native"]["methods"] == native["methods"]
+  assert again["fc_reconstruction"] == summary["fc_reconstruction"]  # training resumed bitwise
+
+
+def test_labelled_cells_of_two_rows_merge_into_one_table():
+  def cell(preds):
+    return {"class": {"task": "classification", "subject": np.array(["a", "b"]),
+                      "label": np.array([0, 1]), "predictions": preds}}
+  p = np.eye(2)
+  merged = compare.merge_labelled({"ours": cell({"pretrained_probe": p, "fc_linear": p}),
+                                   "stmae": cell({"pretrained_probe": 1 - p})})
+  assert set(merged["class"]["predictions"]) == {"ours_pretrained_probe", "fc_linear",
+                                                 "stmae_pretrained_probe"}
+  np.testing.assert_array_equal(merged["class"]["predictions"]["stmae_pretrained_probe"], 1 - p)
+  bad = cell({"pretrained_probe": p})
+  bad["class"]["subject"] = np.array(["b", "a"])
+  with pytest.raises(RuntimeError, match="different subjects"):
+    compare.merge_labelled({"ours": cell({"pretrained_probe": p}), "stmae": bad})
+
+
+@pytest.mark.parametrize("override, field", [
+    ("--config.rows.stmae.name=gcn", "config.rows.stmae.name='gcn'"),
+    ("--config.reference_rows=('brainmae_prior','nope')", "config.reference_rows")])
+def test_bad_rows_are_one_line(tmp_path, capsys, override, field):
+  argv = ["--config=configs/compare.py:smoke", f"--workdir={tmp_path}", override]
+  assert compare.main(argv) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and field in err[0], err
 
 
 def test_bad_config_is_one_line(tmp_path, capsys):

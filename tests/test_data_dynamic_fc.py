@@ -66,3 +66,17 @@ def test_nan_series_is_refused():
   x[2, 7] = np.nan
   with pytest.raises(DataError, match="sub-01: 1 non-finite"):
     dfc.dynamic_fc(x, source="sub-01")
+
+
+def test_kth_largest_is_exact_with_ties_negatives_and_infinities():
+  rng = np.random.default_rng(0)
+  v = rng.standard_normal((6, 500)).astype(np.float32)
+  v[1, :200] = 0.25            # ties at the threshold
+  v[2] = -np.abs(v[2])         # all negative
+  v[3, :450] = -np.inf         # fewer finite values than k
+  v[4, ::2] = -0.0             # signed zeros
+  v[5] *= 1e-30                # subnormal-scale values
+  for k in (1, 7, 60, 500):
+    want = np.sort(v, axis=-1)[:, -k]
+    got = np.asarray(jax.jit(dfc.kth_largest, static_argnums=1)(jnp.asarray(v), k))[:, 0]
+    np.testing.assert_array_equal(got, want, err_msg=f"k={k}")

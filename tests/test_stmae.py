@@ -144,6 +144,27 @@ def test_no_masked_content_reaches_the_encoder_or_decoder():
   assert not np.allclose(np.asarray(other["pooled"][0]), np.asarray(ref["pooled"][0]), atol=1e-4)
 
 
+def test_for_segments_encodes_shorter_windows_with_the_same_parameters():
+  """The short model is the trained one on fewer segments: at full length it equals it; on a
+  window shorter than fc_window it reads one FC window of all its frames, with the same
+  parameters."""
+  c = small_config(fc_window=20, fc_stride=20, num_segments=4, window_mask_ratio=0.0)
+  model = stmae.STMAE(c, rngs=nnx.Rngs(0))
+  model.eval()
+  x = x_of(4, b=2, c=c)
+  same = stmae.for_segments(model, c.num_segments)
+  np.testing.assert_allclose(np.asarray(same.encode(x)["pooled"]),
+                             np.asarray(model.encode(x)["pooled"]), atol=1e-6)
+  short = stmae.for_segments(model, 1)  # 10 frames < fc_window=20
+  assert (short.config.fc_window, short.num_windows) == (10, 1)
+  out = short.encode(x[:, :1])
+  assert out["pooled"].shape == (2, c.hidden_dim) and np.isfinite(np.asarray(out["pooled"])).all()
+  # The parameters are the trained model's (not a fresh draw): a different model differs.
+  other = stmae.for_segments(stmae.STMAE(c, rngs=nnx.Rngs(1)), 1)
+  np.testing.assert_array_equal(np.asarray(short.roi_embed[...]), np.asarray(model.roi_embed[...]))
+  assert not np.allclose(np.asarray(other.encode(x[:, :1])["pooled"]), np.asarray(out["pooled"]))
+
+
 def test_pretraining_lowers_the_loss():
   import optax
   c = small_config()

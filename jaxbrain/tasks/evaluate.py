@@ -123,15 +123,18 @@ def interpretability(model: nnx.Module, data: FmriData, workdir: str,
 # ---------------------------------------------------------------------------------------------------
 # ST-MAE: masked reconstruction of dynamic FC.
 
-def fc_masks(num: int, config: ml_collections.ConfigDict) -> tuple[np.ndarray, np.ndarray]:
-  """Fixed evaluation masks for ``num`` windows, drawn with ``config.eval.mask_seed`` at the
-  model's ratios: (node mask bool [num, N], window mask bool [num, W])."""
+def fc_masks(num: int, config: ml_collections.ConfigDict, seed: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+  """Fixed evaluation masks for ``num`` windows, drawn with ``seed`` (default
+  ``config.eval.mask_seed``) at the model's ratios: (node mask bool [num, N], window mask bool
+  [num, W])."""
   import jax
   from jaxbrain.data.dynamic_fc import num_windows
   from jaxbrain.models.stmae import random_masks
   c = config.model
   w = num_windows(c.num_segments * c.seg_len, c.fc_window, c.fc_stride)
-  node, window = random_masks(jax.random.key(int(config.eval.mask_seed)), num, c.num_rois, w,
+  seed = int(config.eval.mask_seed) if seed is None else int(seed)
+  node, window = random_masks(jax.random.key(seed), num, c.num_rois, w,
                               c.node_mask_ratio, c.window_mask_ratio)
   return np.asarray(node), np.asarray(window)
 

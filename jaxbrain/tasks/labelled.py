@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+from typing import Sequence
 
 import ml_collections
 import numpy as np
@@ -23,9 +24,10 @@ from jaxtrain import loop
 
 
 def labelled_cells(config: ml_collections.ConfigDict, row: ml_collections.ConfigDict,
-                   workdir: str) -> dict:
+                   workdir: str, modes: Sequence[str] | None = None) -> dict:
   """{column: {'task', 'subject' [n], 'label' [n], 'predictions': {method: [n, C] or [n]}}} for
-  every target of ``config.labelled``; ``row`` is the BrainMAE row config to pretrain."""
+  every target of ``config.labelled``; ``row`` is the row's config to pretrain (BrainMAE or
+  ST-MAE), ``modes`` those to run (default ``config.labelled.modes``)."""
   lc = config.labelled
   cfg = copy.deepcopy(row)
   cfg.data.source = "synthetic"
@@ -58,7 +60,7 @@ def labelled_cells(config: ml_collections.ConfigDict, row: ml_collections.Config
     folds = kfold_subjects(data.ids, int(lc.folds), seed=int(cfg.seed),
                            labels=y if task == "classification" else None)
     r = finetune.labelled_predictions(cfg, workdir, data, states, folds, target,
-                                      modes=tuple(lc.modes))
+                                      modes=tuple(lc.modes if modes is None else modes))
     out[column] = {"task": task, "subject": np.asarray(r["subjects"]), "label": np.asarray(r["y"]),
                    "predictions": {m.replace("/", "_"): np.asarray(p)
                                    for m, p in r["predictions"].items()}}
