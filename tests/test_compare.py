@@ -58,7 +58,8 @@ def test_no_choice_reads_the_heldout_subjects(hcp):
 @pytest.mark.slow
 def test_smoke_comparison_runs_and_resumes(tmp_path):
   workdir = str(tmp_path / "cmp")
-  argv = ["--config=configs/compare.py:smoke", f"--workdir={workdir}", "--config.protocol.folds=2"]
+  argv = ["--config=configs/compare.py:smoke", f"--workdir={workdir}", "--config.protocol.folds=2",
+          "--config.fingerprint_segments=(1,)"]
   assert compare.main(argv) == 0
   with open(os.path.join(workdir, "comparison.json")) as f:
     summary = json.load(f)
@@ -81,7 +82,8 @@ def test_smoke_comparison_runs_and_resumes(tmp_path):
         assert 0 < m[metric]["lo"] <= m[metric]["mean"] <= m[metric]["hi"]
   fp = summary["fingerprint"]["1seg"]
   assert {"brainmae_prior_untrained", "stmae", "stmae_untrained", "raw_fc"} <= set(fp["methods"])
-  assert "untrained" in fp["contrasts"]["stmae"] and "untrained" not in fp["contrasts"]["raw_fc"]
+  assert set(fp["contrasts"]["stmae"]) == {"raw_fc", "untrained"}
+  assert set(fp["contrasts"]["plain_autoencoder"]) == {"raw_fc"} and "raw_fc" not in fp["contrasts"]
   for target, metric in (("class", "accuracy"), ("score", "mae")):
     lab = summary["labelled"][target]
     assert set(lab["methods"]) == {f"{r}_{m}" for r in ("brainmae_prior", "stmae")
