@@ -158,6 +158,80 @@ def adafocus_costs(model_cfg: Any, count: str = "matmul") -> dict[str, float]:
   return costs
 
 
+# GFLOPs (multiply-accumulates) per video of the Sth-Sth / Jester variant, the official README
+# (MobileNetV2-TSM on 8 frames at 224 + ResNet-50-TSM on 12 patches).
+PAPER_TSM_GFLOPS_PER_VIDEO = {128: 18.5, 144: 23.5, 160: 27.5, 176: 33.7}
+
+
+def tsm_costs(model_cfg: Any, count: str = "matmul") -> dict[str, float]:
+  """Inference MACs per video of each part of the Sth-Sth / Jester variant (``adafocus_tsm``):
+  the global CNN on ``glance_frames`` frames, the policy once, the local CNN on ``focus_frames``
+  patches, the heads and the crop (counted as in ``adafocus_costs``); the shift costs nothing."""
+  from jaxvision.models import adafocus_tsm
+
+  c = model_cfg
+  tg, tf, s, p = int(c.glance_frames), int(c.focus_frames), int(c.image_size), int(c.patch_size)
+  with nnx.use_eager_sharding(False):
+    model = nnx.eval_shape(lambda: adafocus_tsm.AdaFocusV2TSM(c, rngs=nnx.Rngs(0)))
+  f32 = jax.numpy.float32
+  frames = jax.ShapeDtypeStruct((tg, s, s, 3), f32)
+  fmap = jax.eval_shape(lambda m, x: m.features(x), model.global_cnn, frames)
+  stacked = jax.ShapeDtypeStruct((1,) + fmap.shape[1:3] + (tg * fmap.shape[3],), f32)
+
+  def part(module, x, method=None):
+    return model_macs(module, x, method, count=count)
+
+  def heads(module, din, t):
+    return t * part(module.fc, jax.ShapeDtypeStruct((1, din), f32)) * 2  # fc and aux_fc
+  costs = {
+      "global_cnn": part(model.global_cnn, frames, "features"),
+      "policy": part(model.policy, stacked),
+      "local_cnn": part(model.local_cnn, jax.ShapeDtypeStruct((tf, p, p, 3), f32), "features"),
+      "classifier": (heads(model.global_heads, model.global_cnn.num_features, tg)
+                     + heads(model.local_heads, model.local_cnn.num_features, tf)),
+      "crop": tf * 4.0 * p * p * 3,
+  }
+  if count != "matmul":
+    from jaxvision.models import crop as crop_lib
+    costs["crop"] = macs(lambda x, a: crop_lib.crop_patches(x, a, p),
+                         jax.ShapeDtypeStruct((tf, s, s, 3), f32), jax.ShapeDtypeStruct((tf, 2), f32))
+  costs["total_per_video"] = sum(costs.values())
+  return costs
+
+
+def tsm_table(config: Any, patch_sizes: tuple[int, ...] = (128, 144, 160, 176)
+              ) -> list[dict[str, Any]]:
+  """``table`` for the Sth-Sth / Jester variant: GMACs per video per part, XLA's count of the
+  whole, and the official figure where the setting is the paper's."""
+  rows = []
+  for p in patch_sizes:
+    cfg = config.model.copy_and_resolve_references()
+    cfg.patch_size = int(p)
+    conv, xla = tsm_costs(cfg, "matmul"), tsm_costs(cfg, "xla")
+    row = {"patch": int(p), **{k: v / 1e9 for k, v in conv.items()},
+           "xla_total_per_video": xla["total_per_video"] / 1e9}
+    paper = PAPER_TSM_GFLOPS_PER_VIDEO.get(int(p))
+    if paper is not None and (cfg.global_arch, cfg.global_width, cfg.local_arch, cfg.image_size,
+                              cfg.glance_frames, cfg.focus_frames) == (
+                                  "mobilenet_v2", 1.0, "resnet50", 224, 8, 12):
+      row["paper_per_video"] = paper
+      row["diff_vs_paper"] = row["total_per_video"] / paper - 1.0
+    rows.append(row)
+  return rows
+
+
+def _print_tsm_table(rows: list[dict[str, Any]]) -> None:
+  print("| P | global CNN | policy | local CNN | heads | crop | per video | XLA count per video "
+        "| official per video | vs official |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
+  for r in rows:
+    paper = f"{r['paper_per_video']:.1f}" if "paper_per_video" in r else "-"
+    diff = f"{100 * r['diff_vs_paper']:+.1f}%" if "diff_vs_paper" in r else "-"
+    print(f"| {r['patch']} | {r['global_cnn']:.3f} | {r['policy']:.4f} | {r['local_cnn']:.3f} | "
+          f"{r['classifier']:.4f} | {r['crop']:.4f} | {r['total_per_video']:.2f} | "
+          f"{r['xla_total_per_video']:.2f} | {paper} | {diff} |")
+
+
 def table(config: Any, patch_sizes: tuple[int, ...] = (96, 128, 160)) -> list[dict[str, Any]]:
   """One row per patch size: per-part GMACs per frame (paper convention), the whole per frame and
   per video, XLA's count of the whole, and the paper's figure where it gives one."""
@@ -195,6 +269,14 @@ def main(argv: Any = None) -> int:
 
   def run(config, workdir):
     del workdir
+    if config.model.name == "adafocus_v2_tsm":
+      sizes = tuple(sorted({128, 144, 160, 176, int(config.model.patch_size)}))
+      rows = tsm_table(config, tuple(p for p in sizes if p <= int(config.model.image_size)))
+      print(f"GMACs per video of {config.name} ({config.model.global_arch}-TSM x "
+            f"{config.model.glance_frames} + {config.model.local_arch}-TSM x "
+            f"{config.model.focus_frames}):")
+      _print_tsm_table(rows)
+      return rows
     sizes = (96, 128, 160)
     if int(config.model.patch_size) not in sizes:
       sizes += (int(config.model.patch_size),)

@@ -205,6 +205,10 @@ def per_frame_gflops(config: ml_collections.ConfigDict) -> float:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (resuming from ``workdir``), evaluates; writes and returns the summary."""
   t0 = time.perf_counter()
+  if config.model.get("name") == "adafocus_v2_tsm":
+    raise ConfigError("config.model.name='adafocus_v2_tsm': training the Sth-Sth / Jester variant "
+                      "through jaxvision.main is not built yet; `python -m jaxvision.flops "
+                      "--config=...` prints its costs")
   afv2.check_config(config.model)
   ensure_builtin(config)
   probe = _clips(config, "train", True)

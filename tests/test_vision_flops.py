@@ -29,3 +29,23 @@ def test_flops_command_prints_one_row_per_patch_size(capsys):
   rows = [line for line in out.splitlines() if line.startswith("| 1") or line.startswith("| 9")]
   assert [r.split("|")[1].strip() for r in rows] == ["96", "128", "160"]
   assert "2.436" in rows[-1]
+
+
+def test_tsm_variant_costs_agree_with_the_official_figures_within_1_percent():
+  """Sth-Sth / Jester variant, GFLOPs per video (8 glance frames + 12 patches): 18.5 / 23.5 /
+  27.5 / 33.7 at P = 128 / 144 / 160 / 176 in the official README (README: the command's table)."""
+  for variant in ("ssv1_p128", "jester_p176"):
+    config = load_config(os.path.join(ROOT, f"configs/adafocusv2_tsm.py:{variant}"))
+    p = int(config.model.patch_size)
+    costs = flops.tsm_costs(config.model, "matmul")
+    assert costs["total_per_video"] / 1e9 == pytest.approx(flops.PAPER_TSM_GFLOPS_PER_VIDEO[p],
+                                                            rel=0.01), variant
+    assert costs["global_cnn"] / 1e9 == pytest.approx(8 * 0.2995, rel=0.01)  # MobileNetV2 x 8
+
+
+def test_main_refuses_the_tsm_variant_with_one_line(tmp_path, capsys):
+  from jaxvision import main
+  assert main.main(["--config=configs/adafocusv2_tsm.py:jester_p128", f"--workdir={tmp_path}/w"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "adafocus_v2_tsm" in err[0] and "jaxvision.flops" in err[0]
+  assert not os.path.exists(tmp_path / "w") or not os.listdir(tmp_path / "w")

@@ -18,9 +18,10 @@ Outputs: ``logits`` = global ``fc`` + local ``fc`` [B, C], ``global_aux_logits``
 and a uniformly random one and averages the two passes' CE(logits) + CE(global aux) + CE(local aux),
 as the official ``main.py``.
 
-Not built yet (issue 9): the Sth-Sth/Jester data pipeline and configs, partial batch norm (the
-official TSN freezes every BN but the first during training), FLOPs, early exit and ``predict``
-for this variant, and the converter of the official checkpoints.
+The official recipe trains with batch norm in its usual mode (``--npb``: TSN's partial BN off) and
+clips gradients at norm 20 (``--gd 20``). Not built yet (issue 9): the Sth-Sth/Jester data pipeline
+and training through ``jaxvision.main``, early exit and ``predict`` for this variant, and the
+converter of the official checkpoints.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def default_model_config() -> ml_collections.ConfigDict:
   c.global_width = 1.0
   c.local_arch = "resnet50"
   c.shift_div = 8              # 1/8 of the channels shifted each way (--shift_div)
-  c.dropout = 0.8              # before the heads (TSM's Something-Something recipe)
+  c.dropout = 0.5              # before the heads (--dropout of the official training script)
   c.dtype = "float32"
   return c
 
