@@ -33,10 +33,10 @@ import ml_collections
 import optax
 from flax import nnx
 
-from jaxtrain.errors import ConfigError
 from jaxvision.models import crop as crop_lib
 from jaxvision.models import layers
-from jaxvision.models.adafocus_v2 import IMAGENET_MEAN, IMAGENET_STD, Dense, build_backbone
+from jaxvision.models.adafocus_v2 import (IMAGENET_MEAN, IMAGENET_STD, Dense, build_backbone,
+                                          check_fields)
 from jaxvision.models.tsm import TemporalShift
 
 Array = jax.Array
@@ -61,20 +61,10 @@ def default_model_config() -> ml_collections.ConfigDict:
 
 
 def check_config(c: ml_collections.ConfigDict) -> None:
-  def bad(field: str, what: str):
-    raise ConfigError(f"config.model.{field}={c[field]!r}: expected {what}")
-  for f in ("num_classes", "glance_frames", "focus_frames", "image_size", "patch_size",
-            "shift_div"):
-    if isinstance(c[f], bool) or not isinstance(c[f], int) or c[f] < 1:
-      bad(f, "a positive integer")
-  if c.patch_size > c.image_size:
-    bad("patch_size", f"at most config.model.image_size={c.image_size}")
+  bad = check_fields(c, ("num_classes", "glance_frames", "focus_frames", "image_size", "patch_size",
+                         "shift_div"), ("dropout",))
   if c.image_size % 32:
     bad("image_size", "a multiple of 32 (the policy reads the global CNN's stride-32 map)")
-  if not 0.0 <= float(c.dropout) < 1.0:
-    bad("dropout", "a rate in [0, 1)")
-  if c.dtype not in ("float32", "bfloat16", "float16"):
-    bad("dtype", "'float32', 'bfloat16' or 'float16'")
 
 
 class PolicyMLP(nnx.Module):

@@ -22,7 +22,7 @@ classifier reads the global features).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -64,23 +64,32 @@ def default_model_config() -> ml_collections.ConfigDict:
   return c
 
 
-def check_config(c: ml_collections.ConfigDict) -> None:
+def check_fields(c: ml_collections.ConfigDict, integers: tuple[str, ...], rates: tuple[str, ...]
+                 ) -> Callable[[str, str], None]:
+  """The checks both AdaFocusV2 variants share: ``integers`` positive (not bool), the patch inside
+  the frame, ``rates`` in [0, 1), a known dtype; each failure one ConfigError naming the field.
+  Returns the error raiser, for the variant's own checks."""
   def bad(field: str, what: str):
     raise ConfigError(f"config.model.{field}={c[field]!r}: expected {what}")
-  for f in ("num_classes", "num_frames", "image_size", "patch_size", "policy_hidden",
-            "classifier_hidden"):
-    if not isinstance(c[f], int) or c[f] < 1:
+  for f in integers:
+    if isinstance(c[f], bool) or not isinstance(c[f], int) or c[f] < 1:
       bad(f, "a positive integer")
   if c.patch_size > c.image_size:
     bad("patch_size", f"at most config.model.image_size={c.image_size} (the patch is cut from "
         "the frame)")
-  if c.image_size % 32 and c.patch_policy == "learned":
-    bad("image_size", "a multiple of 32 (the policy reads the global CNN's stride-32 map)")
-  for f in ("dropout", "fc_dropout"):
+  for f in rates:
     if not 0.0 <= float(c[f]) < 1.0:
       bad(f, "a rate in [0, 1)")
   if c.dtype not in ("float32", "bfloat16", "float16"):
     bad("dtype", "'float32', 'bfloat16' or 'float16'")
+  return bad
+
+
+def check_config(c: ml_collections.ConfigDict) -> None:
+  bad = check_fields(c, ("num_classes", "num_frames", "image_size", "patch_size", "policy_hidden",
+                         "classifier_hidden"), ("dropout", "fc_dropout"))
+  if c.image_size % 32 and c.patch_policy == "learned":
+    bad("image_size", "a multiple of 32 (the policy reads the global CNN's stride-32 map)")
   if c.patch_policy not in PATCH_POLICIES:
     bad("patch_policy", " or ".join(map(repr, PATCH_POLICIES)))
 
