@@ -112,6 +112,18 @@ def model_macs(model: nnx.Module, x: Any, method: str | None = None, *,
 PAPER_GFLOPS_PER_FRAME = {96: 1.101, 128: 1.685, 160: 2.436}
 
 
+def _crop_macs(count: str, frames: int, image_size: int, patch: int) -> float:
+  """MACs of cropping ``frames`` P x P patches: bilinear sampling (4 taps per output value) for
+  ``count='matmul'``, XLA's count of ``crop.crop_patches`` (as this project runs it) otherwise."""
+  if count == "matmul":
+    return frames * 4.0 * patch * patch * 3
+  from jaxvision.models import crop as crop_lib
+  f32 = jax.numpy.float32
+  return macs(lambda x, a: crop_lib.crop_patches(x, a, patch),
+              jax.ShapeDtypeStruct((frames, image_size, image_size, 3), f32),
+              jax.ShapeDtypeStruct((frames, 2), f32))
+
+
 def adafocus_costs(model_cfg: Any, count: str = "matmul") -> dict[str, float]:
   """Inference MACs per frame of each part of AdaFocusV2 and of the whole (and per video).
 
@@ -121,7 +133,6 @@ def adafocus_costs(model_cfg: Any, count: str = "matmul") -> dict[str, float]:
   (two small matmuls per frame, more MACs than 4 taps but fast on accelerators).
   """
   from jaxvision.models import adafocus_v2 as afv2
-  from jaxvision.models import crop as crop_lib
 
   c = model_cfg
   t, s, p = int(c.num_frames), int(c.image_size), int(c.patch_size)
@@ -148,11 +159,7 @@ def adafocus_costs(model_cfg: Any, count: str = "matmul") -> dict[str, float]:
   if model.local_cnn is not None:
     costs["local_cnn"] = part(model.local_cnn, jax.ShapeDtypeStruct((1, p, p, 3), f32), "features")
     costs["classifier"] += part(model.local_head, jax.ShapeDtypeStruct((1, cl), f32))
-    if count == "matmul":
-      costs["crop"] = 4.0 * p * p * 3
-    else:
-      costs["crop"] = macs(lambda x, a: crop_lib.crop_patches(x, a, p), frame,
-                           jax.ShapeDtypeStruct((1, 2), f32))
+    costs["crop"] = _crop_macs(count, 1, s, p)
   costs["total_per_frame"] = sum(costs.values())
   costs["total_per_video"] = costs["total_per_frame"] * t
   return costs
@@ -189,35 +196,38 @@ def tsm_costs(model_cfg: Any, count: str = "matmul") -> dict[str, float]:
       "local_cnn": part(model.local_cnn, jax.ShapeDtypeStruct((tf, p, p, 3), f32), "features"),
       "classifier": (heads(model.global_heads, model.global_cnn.num_features, tg)
                      + heads(model.local_heads, model.local_cnn.num_features, tf)),
-      "crop": tf * 4.0 * p * p * 3,
+      "crop": _crop_macs(count, tf, s, p),
   }
-  if count != "matmul":
-    from jaxvision.models import crop as crop_lib
-    costs["crop"] = macs(lambda x, a: crop_lib.crop_patches(x, a, p),
-                         jax.ShapeDtypeStruct((tf, s, s, 3), f32), jax.ShapeDtypeStruct((tf, 2), f32))
   costs["total_per_video"] = sum(costs.values())
   return costs
+
+
+def _table(config: Any, patch_sizes: tuple[int, ...], costs: Callable, total: str,
+           paper: dict[int, float], paper_setting: Callable[[Any], bool]) -> list[dict[str, Any]]:
+  """One row per patch size: ``costs``' parts in GMACs (papers' convention), XLA's count of the
+  ``total`` ('xla_<total>') and, where ``paper_setting(model config)`` holds and ``paper`` has the
+  patch size, the published figure ('paper_per_...') and the relative difference."""
+  rows = []
+  for p in patch_sizes:
+    cfg = config.model.copy_and_resolve_references()
+    cfg.patch_size = int(p)
+    row = {"patch": int(p), **{k: v / 1e9 for k, v in costs(cfg, "matmul").items()},
+           f"xla_{total}": costs(cfg, "xla")[total] / 1e9}
+    if int(p) in paper and paper_setting(cfg):
+      row[total.replace("total_", "paper_")] = paper[int(p)]
+      row["diff_vs_paper"] = row[total] / paper[int(p)] - 1.0
+    rows.append(row)
+  return rows
 
 
 def tsm_table(config: Any, patch_sizes: tuple[int, ...] = (128, 144, 160, 176)
               ) -> list[dict[str, Any]]:
   """``table`` for the Sth-Sth / Jester variant: GMACs per video per part, XLA's count of the
   whole, and the official figure where the setting is the paper's."""
-  rows = []
-  for p in patch_sizes:
-    cfg = config.model.copy_and_resolve_references()
-    cfg.patch_size = int(p)
-    conv, xla = tsm_costs(cfg, "matmul"), tsm_costs(cfg, "xla")
-    row = {"patch": int(p), **{k: v / 1e9 for k, v in conv.items()},
-           "xla_total_per_video": xla["total_per_video"] / 1e9}
-    paper = PAPER_TSM_GFLOPS_PER_VIDEO.get(int(p))
-    if paper is not None and (cfg.global_arch, cfg.global_width, cfg.local_arch, cfg.image_size,
-                              cfg.glance_frames, cfg.focus_frames) == (
-                                  "mobilenet_v2", 1.0, "resnet50", 224, 8, 12):
-      row["paper_per_video"] = paper
-      row["diff_vs_paper"] = row["total_per_video"] / paper - 1.0
-    rows.append(row)
-  return rows
+  return _table(config, patch_sizes, tsm_costs, "total_per_video", PAPER_TSM_GFLOPS_PER_VIDEO,
+                lambda c: (c.global_arch, c.global_width, c.local_arch, c.image_size,
+                           c.glance_frames, c.focus_frames) == (
+                               "mobilenet_v2", 1.0, "resnet50", 224, 8, 12))
 
 
 def _print_tsm_table(rows: list[dict[str, Any]]) -> None:
@@ -235,20 +245,8 @@ def _print_tsm_table(rows: list[dict[str, Any]]) -> None:
 def table(config: Any, patch_sizes: tuple[int, ...] = (96, 128, 160)) -> list[dict[str, Any]]:
   """One row per patch size: per-part GMACs per frame (paper convention), the whole per frame and
   per video, XLA's count of the whole, and the paper's figure where it gives one."""
-  rows = []
-  for p in patch_sizes:
-    cfg = config.model.copy_and_resolve_references()
-    cfg.patch_size = int(p)
-    conv = adafocus_costs(cfg, "matmul")
-    xla = adafocus_costs(cfg, "xla")
-    row = {"patch": int(p), **{k: v / 1e9 for k, v in conv.items()},
-           "xla_total_per_frame": xla["total_per_frame"] / 1e9}
-    paper = PAPER_GFLOPS_PER_FRAME.get(int(p))
-    if paper is not None and cfg.global_arch == "mobilenet_v2" and cfg.local_arch == "resnet50":
-      row["paper_per_frame"] = paper
-      row["diff_vs_paper"] = row["total_per_frame"] / paper - 1.0
-    rows.append(row)
-  return rows
+  return _table(config, patch_sizes, adafocus_costs, "total_per_frame", PAPER_GFLOPS_PER_FRAME,
+                lambda c: c.global_arch == "mobilenet_v2" and c.local_arch == "resnet50")
 
 
 def _print_table(rows: list[dict[str, Any]], num_frames: int) -> None:
