@@ -151,6 +151,12 @@ def fingerprint_correct(emb: np.ndarray, fp: dict) -> np.ndarray:
   return (np.asarray(res["predicted"]) == np.asarray(res["true"])).astype(np.float64)
 
 
+def fingerprint_scores(fd: "FoldData", embed: Callable[[np.ndarray], np.ndarray]) -> dict:
+  """{'fp/<k>seg': per-query correctness} of the representation ``embed`` (windows -> rows) on
+  each of the fold's fingerprinting sets."""
+  return {f"fp/{k}": fingerprint_correct(embed(fp["x"]), fp) for k, fp in fd.fingerprint.items()}
+
+
 # ---------------------------------------------------------------------------------------------------
 # Cells: one method on one fold -> arrays of per-item scores (saved, so a rerun skips them).
 
@@ -192,8 +198,7 @@ def baseline_cells(config: ml_collections.ConfigDict, fd: FoldData) -> dict[str,
     for set_name, (x, m) in fd.sets.items():
       cell[f"mse/{set_name}"] = _per_window(rec.masked_mse_per_window(predict(x, m), x, m), draws)
     out[name] = cell
-  out["raw_fc"] = {f"fp/{k}": fingerprint_correct(raw_fc(fp["x"]), fp)
-                   for k, fp in fd.fingerprint.items()}
+  out["raw_fc"] = fingerprint_scores(fd, raw_fc)
   # Each item's subject, the groups of the bootstrap: held-out windows, then fingerprint queries.
   out["items"] = {**{f"mse/{k}": fd.groups[k] for k in fd.sets},
                   **{f"fp/{k}": fp["subject"][fp["part"] == 1] for k, fp in fd.fingerprint.items()}}
@@ -265,8 +270,7 @@ def model_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_di
   kind = c.eval.fingerprint_embedding
 
   def fingerprints(m):
-    return {f"fp/{k}": fingerprint_correct(inference.embed(m, fp["x"], bs, kind), fp)
-            for k, fp in fd.fingerprint.items()}
+    return fingerprint_scores(fd, lambda x: inference.embed(m, x, bs, kind))
   cell.update(fingerprints(model))
   if row in labelled_rows(config):
     cell["untrained"] = fingerprints(_untrained(c))
@@ -299,9 +303,8 @@ def stmae_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_di
       e = errors(m, x, fd.mask_seed, baseline)
       out.update({f"fc_mse/{name}": e["feature_mse"], f"fc_bce/{name}": e["edge_bce"]})
     if baseline is None:
-      out.update({f"fp/{k}": fingerprint_correct(
-          inference.embed(for_segments(m, fp["x"].shape[1]), fp["x"], bs, kind), fp)
-          for k, fp in fd.fingerprint.items()})
+      out.update(fingerprint_scores(
+          fd, lambda x: inference.embed(for_segments(m, x.shape[1]), x, bs, kind)))
     return out
   val = errors(model, w["val_x"], fd.mask_seed + 1)
   untrained = _untrained(c)

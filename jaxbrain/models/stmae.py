@@ -399,7 +399,7 @@ def for_segments(model: STMAE, num_segments: int) -> STMAE:
   c.num_segments = int(num_segments)
   c.fc_window = min(int(c.fc_window), c.num_segments * int(c.seg_len))
   c.window_mask_ratio = 0.0  # encoding only: no window is masked
-  short = STMAE(c, rngs=nnx.Rngs(0))
+  short = nnx.eval_shape(lambda: STMAE(c, rngs=nnx.Rngs(0)))  # shapes only: no discarded init
   nnx.update(short, nnx.state(model))
   return short
 
