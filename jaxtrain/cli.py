@@ -30,12 +30,15 @@ HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull", "-?")
 
 def run(fn: Callable[[ml_collections.ConfigDict, str], Any], *,
         argv: Sequence[str] | None = None, report: Callable[[Any], None] | None = None,
-        prog: str | None = None, doc: str | None = None, needs_workdir: bool = True) -> int:
+        prog: str | None = None, doc: str | None = None, needs_workdir: bool = True,
+        define: Callable[[flags.FlagValues], None] | None = None) -> int:
   """Parses ``argv`` (default ``sys.argv[1:]``), calls ``fn(config, workdir)``; returns 0 or 2.
 
   ``report(result)`` prints ``fn``'s result. ``prog`` and ``doc`` (e.g. the entry point's module
   docstring) head the ``--help`` text. Returns 2 after printing a user error. A tool that writes
-  nothing passes ``needs_workdir=False`` (``workdir`` is then '' unless given).
+  nothing passes ``needs_workdir=False`` (``workdir`` is then '' unless given). A tool with flags
+  of its own declares them with ``define(flag_values)`` and is called as
+  ``fn(config, workdir, flag_values)``.
   """
   args = list(sys.argv[1:] if argv is None else argv)
   prog = prog or (sys.argv[0] if argv is None and sys.argv else "main")
@@ -52,6 +55,8 @@ def run(fn: Callable[[ml_collections.ConfigDict, str], Any], *,
                         flag_values=flag_values)
     flags.DEFINE_bool("verbose", False, "print the traceback of user errors too",
                       flag_values=flag_values)
+    if define is not None:
+      define(flag_values)
     if _wants_help(full[1:]):
       print(_help_text(flag_values, prog, doc))
       return 0
@@ -65,7 +70,7 @@ def run(fn: Callable[[ml_collections.ConfigDict, str], Any], *,
     mesh = config_lib.get(config, "mesh", None)  # before JAX creates its backends
     distributed.set_cpu_device_count(0 if mesh is None else config_lib.get(mesh, "cpu_devices", 0))
     distributed.maybe_initialize()
-    result = fn(config, workdir)
+    result = fn(config, workdir) if define is None else fn(config, workdir, flag_values)
   except (UserError, flags.Error) as e:  # ShardingError and DataError are UserErrors
     return print_user_error(e, verbose)
   if report is not None:
