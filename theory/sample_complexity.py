@@ -170,14 +170,15 @@ def _largest_divisor(n: int, limit: int) -> int:
 @functools.lru_cache(maxsize=16)
 def _seed_sharding(num_seeds: int, num_devices: int) -> jax.sharding.NamedSharding:
   """Seeds split over as many devices as divide them evenly (a 1-D ``seeds`` mesh)."""
-  devices = jax.devices()[:num_devices]
+  devices = jax.local_devices()[:num_devices]  # a process sweeps its own cells on its own devices
   ms = _largest_divisor(num_seeds, len(devices))
   mesh = mesh_lib.make_mesh({"shape": {"seeds": ms}}, devices=devices[:ms])
   return jax.sharding.NamedSharding(mesh, jax.P("seeds"))
 
 
 def _num_devices(num_devices: int | None) -> int:
-  return len(jax.devices()) if not num_devices else min(num_devices, len(jax.devices()))
+  local = len(jax.local_devices())
+  return local if not num_devices else min(num_devices, local)
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,6 +10,11 @@ the end: DIR/results.json and results.csv (one row per cell: floor, n*, interval
 error minus floor against n along the k-line) and DIR/summary.json (per row: fitted slopes in k and d
 with bootstrap intervals beside the theorems' rates fitted on the same cells, n* and floors per cell,
 and the sample ratios between rows with paired bootstrap intervals).
+
+Launched as several processes (``jax.distributed``: a TPU pod slice, SLURM, or the environment
+variables of ``scripts/launch_local.sh``), each process computes every N-th group of cells on its
+own devices and writes their cell files into the shared DIR; after a barrier process 0 writes the
+results (the same as one process gives: every cell's samples and seeds depend on the cell alone).
 """
 from __future__ import annotations
 
@@ -423,8 +428,12 @@ def run_sweep(cfg: ml_collections.ConfigDict, workdir: str,
       if on_cell is not None:
         on_cell(res)
 
+  import jax
+
+  from jaxtrain import distributed
   pending: list[dict[str, Any]] = []
-  for group in todo.values():
+  mine = list(todo.values())[jax.process_index()::jax.process_count()]
+  for group in mine:
     # Dispatch this group (its draw and every row; compiling them while the previous group still
     # runs), then collect the previous group: compilation and computation overlap.
     n_max = max(max(n_grid(cfg, cell["model"])) for cell in group)
@@ -435,11 +444,17 @@ def run_sweep(cfg: ml_collections.ConfigDict, workdir: str,
     finish(pending)
     pending = launched
   finish(pending)
+  if jax.process_count() > 1:  # the other processes' cells, from the shared workdir
+    distributed.barrier("sweep cells written")
+    for cell in cells:
+      if cell["id"] not in results:
+        results[cell["id"]] = load_cell(cfg, workdir, cell)
   ordered = [results[c["id"]] for c in cells]
-  write_json_atomic(os.path.join(workdir, "results.json"), ordered)
-  write_csv(os.path.join(workdir, "results.csv"), ordered)
-  plot(os.path.join(workdir, "nstar.png"), cfg, ordered)
-  plot_curves(os.path.join(workdir, "curves.png"), cfg, ordered)
+  if jax.process_index() == 0:
+    write_json_atomic(os.path.join(workdir, "results.json"), ordered)
+    write_csv(os.path.join(workdir, "results.csv"), ordered)
+    plot(os.path.join(workdir, "nstar.png"), cfg, ordered)
+    plot_curves(os.path.join(workdir, "curves.png"), cfg, ordered)
   summary = summarize(cfg, ordered, time.perf_counter() - t0,
                       {"cells_computed": len(cells) - loaded, "cells_resumed": loaded})
   return write_summary(workdir, **summary)
