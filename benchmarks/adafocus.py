@@ -1,9 +1,10 @@
 """AdaFocusV2 throughput: inference videos/s and training steps/s (the engine's two-pass step).
 
   python benchmarks/adafocus.py [--batch_sizes=4,8] [--steps=3] [--dtype=float32] [--config=actnet_p128]
+  python benchmarks/adafocus.py --config=tsm:ssv1_p128      # the Sth-Sth / Jester (TSM) variant
 
 The paper's setting by default (MobileNetV2 + ResNet-50, T = 16, P = 128, 200 classes) on random
-frames. Medians over ``--steps`` timed calls after a compiling one; achieved FLOP/s from XLA's cost
+frames; ``tsm:<variant>`` takes ``configs/adafocusv2_tsm.py`` (8 glance + 12 focus frames). Medians over ``--steps`` timed calls after a compiling one; achieved FLOP/s from XLA's cost
 analysis of the compiled programs, as a fraction of this machine's fp32 matmul rate measured in the
 same run (before and after; the higher is used); peak memory.
 """
@@ -25,8 +26,7 @@ from jaxtrain import distributed, loop, mesh as mesh_lib, perf  # noqa: E402
 from jaxtrain.config import load_config  # noqa: E402
 from jaxvision.train import task  # noqa: E402
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                       "adafocusv2.py")
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -45,29 +45,48 @@ def peak_memory_gib() -> tuple[float, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process max RSS"
 
 
+def load(variant: str):
+  """``actnet_p128`` -> configs/adafocusv2.py:actnet_p128; ``tsm:ssv1_p128`` -> adafocusv2_tsm.py."""
+  tsm, _, name = variant.rpartition(":")
+  return load_config(os.path.join(CONFIGS, "adafocusv2_tsm.py" if tsm else "adafocusv2.py")
+                     + f":{name}")
+
+
+def input_lengths(m) -> dict:
+  """The model's video inputs, in call order, and their frame counts."""
+  if "glance_frames" in m:
+    return {"glance": m.glance_frames, "focus": m.focus_frames}
+  return {"frames": m.num_frames}
+
+
+def random_videos(m, batch: int) -> dict:
+  """Random uint8 clips as the variant's batch fields, and labels."""
+  rng = np.random.default_rng(0)
+  out = {k: rng.integers(0, 256, (batch, t, m.image_size, m.image_size, 3)).astype(np.uint8)
+         for k, t in input_lengths(m).items()}
+  return {**out, "label": np.arange(batch, dtype=np.int32) % m.num_classes}
+
+
 def bench(variant: str, batch: int, steps: int, dtype: str) -> dict:
-  config = load_config(f"{CONFIGS}:{variant}")
+  config = load(variant)
   config.model.dtype = dtype
   config.train.update(dict(batch_size=batch, steps=100))
   m = config.model
   program = loop.build_program(config, task(config))
   mesh = program.mesh
-  frames = np.random.default_rng(0).integers(
-      0, 256, (batch, m.num_frames, m.image_size, m.image_size, 3)).astype(np.uint8)
-  batch_arrays = mesh_lib.global_batch(
-      {"frames": frames, "label": np.arange(batch, dtype=np.int32) % m.num_classes}, mesh)
+  batch_arrays = mesh_lib.global_batch(random_videos(m, batch), mesh)
   state = program.init()
 
-  # Inference: the eval-mode model on a batch of videos (logits after every step).
+  # Inference: the eval-mode model on a batch of videos (the logits).
   graphdef, params = nnx.split(program.model(state))
+  x = tuple(batch_arrays[k] for k in input_lengths(m))
 
   @jax.jit
   def infer(params, x):
     model = nnx.merge(graphdef, params)
     model.eval()
-    return model(x)["logits"]
+    return model(*x)["logits"]
 
-  x = batch_arrays["frames"]
   t0 = time.perf_counter()
   infer_c = infer.lower(params, x).compile()
   infer_compile = time.perf_counter() - t0
@@ -90,7 +109,8 @@ def bench(variant: str, batch: int, steps: int, dtype: str) -> dict:
     times.append(time.perf_counter() - t0)
   train_s = statistics.median(times)
   mem, kind = peak_memory_gib()
-  return {"config": variant, "dtype": dtype, "batch": batch, "T": m.num_frames, "P": m.patch_size,
+  frames = "+".join(str(t) for t in input_lengths(m).values())
+  return {"config": variant, "dtype": dtype, "batch": batch, "T": frames, "P": m.patch_size,
           "infer_videos_per_s": batch / infer_s, "infer_s": infer_s,
           "infer_gflop": infer_flops / 1e9, "infer_flops_per_s": infer_flops / infer_s,
           "train_s_per_step": train_s, "train_steps_per_s": 1 / train_s,

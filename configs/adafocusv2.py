@@ -23,6 +23,11 @@ Variants:
                      global CNN 0.5, local CNN 1, classifier 5, weight decay 1e-4) on data in the
                      official layout: frame folders plus list files `folder num_frames label[,label]`
                      (set data.root, data.train_list, data.val_list). For GPUs and TPUs.
+
+Evaluation only (a finished run, or an official checkpoint converted by jaxvision.convert):
+  python -m jaxvision.main --config=... --workdir=RUN --config.eval.only=True
+restores the latest checkpoint in RUN/checkpoints, runs the test evaluation (early exit included)
+and rewrites RUN/summary.json.
 """
 import ml_collections
 
@@ -72,7 +77,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict(dict(
       batch_size=16, early_exit_qs=(0.5, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0),
-      confidence="max_logit"))  # the official criterion
+      confidence="max_logit",  # the official criterion
+      only=False))  # True: no training, evaluate the latest checkpoint in WORKDIR/checkpoints
   return c
 
 

@@ -15,7 +15,9 @@ Mini-Kinetics/ops/early_exit.py``, driven by ``test_early_exit.py``):
 * ``dynamic_evaluate``: a sample exits at the first step k with confidence >= threshold_k and is
   predicted by that step's logits; the expected cost is sum_k frac_k * flops_k with
   flops_k = k * (per-frame GFLOPs) (``get_flops``: 1.10 / 1.68 / 2.44 / 3.35 GFLOPs per frame for
-  patch 96 / 128 / 160 / 192 with the MobileNetV2 glance), no fixed cost.
+  patch 96 / 128 / 160 / 192 with the MobileNetV2 glance), no fixed cost. Here ``cost_per_step``
+  may also be a sequence of T per-step costs (exiting at step k costs the sum of the first k):
+  the Sth-Sth / Jester variant's two stages, glance only then glance + focus, differ in cost.
 * Sweep: q = 0.5, 0.6, ..., 3.9 (``OFFICIAL_QS``); metric top-1 accuracy (Mini-Kinetics) or mAP
   (ActivityNet, FCVID) via ``ops/utils.py::cal_map``, which ranks the *softmax* probabilities.
 
@@ -135,6 +137,18 @@ def exit_steps(conf: ArrayLike, thresholds: ArrayLike) -> np.ndarray:
   return np.argmax(passed, axis=1).astype(np.int64)
 
 
+def exit_costs(cost_per_step: float | Sequence[float], num_steps: int) -> np.ndarray:
+  """Cost [T] of exiting at step k = 1..T: the sum of the first k per-step costs (a number:
+  the same cost every step, k * cost)."""
+  c = np.asarray(cost_per_step, np.float64)
+  if c.ndim == 0:
+    c = np.full(num_steps, float(c))
+  if c.shape != (num_steps,) or not np.all(np.isfinite(c)):
+    raise ValueError(f"cost_per_step: expected a number or {num_steps} finite per-step costs, "
+                     f"got {np.asarray(cost_per_step).tolist()}")
+  return np.cumsum(c) if np.ndim(cost_per_step) else c * np.arange(1, num_steps + 1)
+
+
 def _average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
   order = np.argsort(-scores, kind="stable")
   truth = positives[order]
@@ -175,34 +189,38 @@ def score(outputs: np.ndarray, labels: np.ndarray, metric: str, skip_empty: bool
   raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
-def evaluate(logits_test: ArrayLike, labels: ArrayLike, thresholds: ArrayLike, cost_per_step: float,
-             fixed_cost: float = 0.0, metric: str = "top1", *, kind: str = "max_logit",
-             skip_empty: bool = True) -> dict[str, Any]:
+def evaluate(logits_test: ArrayLike, labels: ArrayLike, thresholds: ArrayLike,
+             cost_per_step: float | Sequence[float], fixed_cost: float = 0.0, metric: str = "top1",
+             *, kind: str = "max_logit", skip_empty: bool = True) -> dict[str, Any]:
   """Early-exit evaluation: each sample is predicted by the logits of its exit step.
 
   Returns {'metric', 'score' (accuracy or mAP in [0, 1]), 'accuracy' or 'map' (the same), 'avg_cost'
-  (fixed_cost + mean (k + 1) * cost_per_step, e.g. GFLOPs per video), 'exit_fractions' [T],
-  'exit_counts' [T]}. mAP ranks softmax probabilities, as the official cal_map does.
+  (fixed_cost + the mean cost of the exit steps, ``exit_costs``: (k + 1) * cost_per_step for a
+  number, e.g. GFLOPs per video), 'exit_fractions' [T], 'exit_counts' [T]}. mAP ranks softmax
+  probabilities, as the official cal_map does.
   """
   x = _logits("logits_test", logits_test)
   y = np.asarray(labels)
   n, t, _ = x.shape
+  costs = exit_costs(cost_per_step, t)
   steps = exit_steps(confidence(x, kind), thresholds)
   outputs = x[np.arange(n), steps]
   value = score(outputs, y, metric, skip_empty)
   counts = np.bincount(steps, minlength=t)
   return {"metric": metric, "score": value, ("accuracy" if metric == "top1" else "map"): value,
-          "avg_cost": float(fixed_cost + cost_per_step * np.mean(steps + 1)),
+          "avg_cost": float(fixed_cost + np.mean(costs[steps])),
           "exit_fractions": (counts / n).tolist(), "exit_counts": counts.tolist()}
 
 
 def sweep(logits_fit: ArrayLike, logits_test: ArrayLike, labels_test: ArrayLike,
-          qs: Sequence[float] = OFFICIAL_QS, cost_per_step: float = 1.0, fixed_cost: float = 0.0, *,
+          qs: Sequence[float] = OFFICIAL_QS, cost_per_step: float | Sequence[float] = 1.0,
+          fixed_cost: float = 0.0, *,
           kind: str = "max_logit", multilabel: bool = False, skip_empty: bool = True) -> list[dict[str, Any]]:
   """One early-exit operating point per q: thresholds fitted on ``logits_fit``, scored on the test set.
 
   Each point is ``evaluate``'s dict plus 'q' and 'thresholds' (inf as +-inf floats). The metric is
-  mAP for ``multilabel`` (multi-hot labels [N, C]) and top-1 accuracy otherwise (labels [N]).
+  mAP for ``multilabel`` (multi-hot labels [N, C]) and top-1 accuracy otherwise (labels [N]);
+  ``cost_per_step`` is a number or T per-step costs, as in ``evaluate``.
   """
   fit = _logits("logits_fit", logits_fit)
   test = _logits("logits_test", logits_test)

@@ -1,15 +1,18 @@
-"""Predict on a video file with a trained AdaFocusV2 run.
+"""Predict on a video file with a trained AdaFocusV2 run (either variant).
 
   python -m jaxvision.predict --workdir=RUN --video=FILE [--out=DIR] [--q=1.0] [--checkpoint=best]
 
 Reads the run's config (``RUN/summary.json``) and checkpoint (``RUN/best`` if it exists, else the
-latest in ``RUN/checkpoints``), samples T frames of the video as evaluation does (TSN centres,
-resize 256, centre crop 224), and prints the top-5 classes after every step and the step at which
-early exit would stop (thresholds of ``RUN/early_exit.json`` at the operating point nearest
-``--q``). Writes ``strip.png`` (the frames in the model's order with the chosen patch drawn) and
-``patches.gif`` (the frames in time order) to ``--out`` (default ``RUN/predict/<video name>``).
-Bad input (a missing or corrupt video, one with fewer frames than T, a run without a checkpoint)
-prints one line and exits 2, writing nothing.
+latest in ``RUN/checkpoints``), samples the video's frames as evaluation does (TSN centres, resize
+256, centre crop 224; the Sth-Sth / Jester variant: its glance and its focus samples), and prints
+the top-5 classes after every step and the step at which early exit would stop (thresholds of
+``RUN/early_exit.json`` at the operating point nearest ``--q``). The ActivityNet variant's steps
+are its frames; the TSM variant's are its 2 stages, 1 = glance only (the global CNN's own head) and
+2 = glance + focus (``jaxvision.train``). Writes ``strip.png`` (the frames in the model's order
+with their patch drawn, those of the exit step in red; TSM: the glance frames, then the focus
+frames with the video's one patch) and ``patches.gif`` (the frames with a patch, in time order) to
+``--out`` (default ``RUN/predict/<video name>``). Bad input (a missing or corrupt video, one with
+too few frames, a run without a checkpoint) prints one line and exits 2, writing nothing.
 """
 from __future__ import annotations
 
@@ -52,14 +55,15 @@ def load_run(workdir: str, which: str = "best") -> tuple[Any, Any]:
   return config, loop.restore_model(config, task(config), folder, mesh=one_device)[0]
 
 
-def read_clip(video: str, num_frames: int, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-  """(frames [T, S, S, 3] uint8 as evaluation sees them, their indices in the video)."""
+def read_clip(video: str, counts: Sequence[int], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """(frames [sum(counts), S, S, 3] uint8 as evaluation sees them, their indices in the video):
+  one TSN sample per count, under one resize and centre crop."""
   from jaxvision.data import sampling, transforms
   from jaxvision.data import video as video_lib
   if not os.path.isfile(video):
     raise DataError(f"{video}: no such video file")
   n = video_lib.num_frames(video)
-  idx = sampling.segment_indices(n, num_frames, train=False, name=video)
+  idx = sampling.clip_indices(n, counts, train=False, name=video)
   frames = video_lib.read_frames(video, idx)
   return transforms.eval_transform(frames, input_size=image_size), np.asarray(idx)
 
@@ -72,19 +76,17 @@ def _class_names(config: Any) -> list[str]:
 
 
 def predict_video(workdir: str, video: str, q: float = 1.0, which: str = "best") -> dict:
-  """Per-step top-5, the early-exit step and the patch boxes of one video."""
-  import jax.numpy as jnp
-
-  from jaxvision import early_exit
-  from jaxvision.models import adafocus_v2 as afv2
+  """Per-step top-5, the early-exit step and, per frame in model order, its step and patch box."""
+  from jaxtrain.inference import batched_apply
+  from jaxvision import early_exit, train
   from jaxvision.models import crop as crop_lib
 
   config, model = load_run(workdir, which)
   m = config.model
-  frames, idx = read_clip(video, m.num_frames, m.image_size)
-  model.eval()
-  out = model(jnp.asarray(frames[None]))
-  logits = np.asarray(out["logits"][0], np.float64)               # [T, C], model order
+  v = train.variant(m)
+  frames, idx = read_clip(video, v.counts(m), m.image_size)
+  out = batched_apply(model, v.outputs, (frames[None],), 1)      # jitted, eval mode
+  logits = np.asarray(out["logits"][0], np.float64)               # [steps, C]
   probs = early_exit.softmax(logits)
   names = _class_names(config)
   steps = []
@@ -101,14 +103,19 @@ def predict_video(workdir: str, video: str, q: float = 1.0, which: str = "best")
     th = np.array([float(x) for x in point["thresholds"]])
     conf = early_exit.confidence(logits[None], config.eval.confidence)
     exit_step, q_used = int(early_exit.exit_steps(conf, th)[0]), float(point["q"])
-  order = afv2.input_order(m.num_frames) if m.sample_order else list(range(m.num_frames))
-  boxes = [None] * len(order)   # the global-only baseline has no patches
+  order = v.order(m)
+  boxes = [None] * len(order)   # frames without a patch (glance frames, the global-only baseline)
   if "actions" in out:
-    actions = np.asarray(out["actions"][0], np.float64)
-    boxes = np.asarray(crop_lib.patch_boxes(actions, m.image_size, m.patch_size)).tolist()
+    patched = train.patched_frames(m)
+    actions = np.asarray(out["actions"][0], np.float64).reshape(-1, 2)
+    actions = np.broadcast_to(actions, (len(patched), 2))   # the TSM variant: one for all
+    for j, box in zip(patched, np.asarray(crop_lib.patch_boxes(actions, m.image_size,
+                                                               m.patch_size)).tolist()):
+      boxes[j] = box
   return {"video": video, "frame_indices": idx[order].tolist(), "top5_per_step": steps,
           "exit_step": exit_step, "exit_q": q_used, "boxes": boxes,
-          "frames": frames[order], "order": order}
+          "frame_steps": v.frame_steps(m).tolist(), "frames": frames[order],
+          "order": order.tolist()}
 
 
 def draw(result: dict, out_dir: str) -> dict[str, str]:
@@ -117,15 +124,16 @@ def draw(result: dict, out_dir: str) -> dict[str, str]:
 
   frames, boxes = result["frames"], result["boxes"]
   images = []
-  for t, (frame, box) in enumerate(zip(frames, boxes)):
+  for frame, box, step in zip(frames, boxes, result["frame_steps"]):
     img = Image.fromarray(frame)
     d = ImageDraw.Draw(img)
-    color = (255, 64, 64) if t == result["exit_step"] else (255, 230, 0)
+    color = (255, 64, 64) if step == result["exit_step"] else (255, 230, 0)
     if box is not None:
       top, left, bottom, right = box
       d.rectangle([left, top, right - 1, bottom - 1], outline=color, width=2)
-    d.text((4, 2), f"{t + 1}: {result['top5_per_step'][t][0][0]}", fill=color)
+    d.text((4, 2), f"{step + 1}: {result['top5_per_step'][step][0][0]}", fill=color)
     images.append(img)
+  with_patch = [i for i, b in enumerate(boxes) if b is not None] or list(range(len(images)))
   parent = os.path.dirname(os.path.abspath(out_dir))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".predict_", dir=parent)
@@ -135,7 +143,7 @@ def draw(result: dict, out_dir: str) -> dict[str, str]:
     for i, img in enumerate(images):
       strip.paste(img, (i * w, 0))
     strip.save(os.path.join(tmp, "strip.png"))
-    in_time = [images[i] for i in np.argsort(result["frame_indices"])]
+    in_time = [images[i] for i in sorted(with_patch, key=lambda i: result["frame_indices"][i])]
     in_time[0].save(os.path.join(tmp, "patches.gif"), save_all=True, append_images=in_time[1:],
                     duration=250, loop=0)
     summary = {k: v for k, v in result.items() if k != "frames"}

@@ -95,7 +95,8 @@ def test_tsm_logits_match_pytorch(tmp_path):
   with torch.no_grad():
     logits, g_aux, l_aux, actions = model(_normalise(glance), _normalise(focus))
   got = ours(glance, focus)
-  np.testing.assert_allclose(np.asarray(got["actions"]), actions.numpy(), atol=1e-5)
+  # One position per video from a 1280 x Tg-channel policy input: float32 sums round at ~1e-5.
+  np.testing.assert_allclose(np.asarray(got["actions"]), actions.numpy(), atol=1e-4)
   for name, want in (("logits", logits), ("global_aux_logits", g_aux), ("local_aux_logits", l_aux)):
     assert np.abs(want.numpy()).max() > 0.1
     np.testing.assert_allclose(np.asarray(got[name]), want.numpy(), atol=1e-4, rtol=1e-4,

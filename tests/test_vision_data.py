@@ -511,3 +511,60 @@ def test_video_clips_multilabel_video_files_and_short_videos(tmp_path, mp4):
   long = sources.VideoClips(tmp_path / "list.txt", num_frames=24, num_classes=5, input_size=32,
                             repeat_short=True, seed=1)
   assert long[1]["frames"].shape == (24, 32, 32, 3)
+
+
+def test_video_clips_glance_and_focus_share_one_crop(tmp_path):
+  """The Sth-Sth / Jester sampling: Tg glance and Tf focus frames, each a TSN sample of the whole
+  clip, under one crop and flip (training) or one resize and centre crop (evaluation, fixed)."""
+  n, tg, tf = 24, 4, 6
+  still = np.random.default_rng(0).integers(0, 256, (40, 60, 2), dtype=np.uint8)
+  raw = np.stack([np.concatenate([still, np.full((40, 60, 1), 10 * k, np.uint8)], -1)
+                  for k in range(n)])                     # blue = 10 x frame index, the rest still
+  (tmp_path / "v").mkdir()
+  for k, frame in enumerate(raw):
+    Image.fromarray(frame).save(tmp_path / "v" / f"img_{k + 1:05d}.png")
+  (tmp_path / "list.txt").write_text(f"v {n} 3\n")
+
+  def clips(train, **kw):
+    kw = dict(num_frames=tg, focus_frames=tf, train=train, template="img_{:05d}.png",
+              input_size=32, **kw)
+    return sources.VideoClips(tmp_path / "list.txt", **kw)
+
+  train = clips(True, epochs=8, seed=1)
+  crops = set()
+  for epoch in range(8):
+    item = train[epoch]
+    assert sorted(item) == ["focus", "glance", "index", "label"] and int(item["label"]) == 3
+    assert item["glance"].shape == (tg, 32, 32, 3) and item["focus"].shape == (tf, 32, 32, 3)
+    idx = train.frame_indices(0, epoch)
+    for part, t in ((idx[:tg], tg), (idx[tg:], tf)):  # each a TSN sample over the whole clip
+      bounds = sampling.segment_bounds(n, t)
+      assert np.all(part >= bounds[:-1]) and np.all(part < bounds[1:])
+    both = np.concatenate([item["glance"], item["focus"]])
+    np.testing.assert_allclose(both[..., 2].mean((1, 2)), 10 * idx, atol=0.5)  # those frames
+    assert (both[..., :2] == both[:1, ..., :2]).all()  # one crop and flip for all Tg + Tf frames
+    crops.add(both[0, ..., :2].tobytes())
+  assert len(crops) > 1  # the crop changes with the epoch
+  # Without focus_frames (the ActivityNet path) the same generator draws the same glance frames.
+  plain = sources.VideoClips(tmp_path / "list.txt", num_frames=tg, seed=1, epochs=8,
+                             template="img_{:05d}.png", input_size=32)
+  np.testing.assert_array_equal(plain.frame_indices(0, 5), train.frame_indices(0, 5)[:tg])
+  assert sorted(plain[5]) == ["frames", "index", "label"]
+
+  val = clips(False)
+  a, b = val[0], val[0]
+  want = np.concatenate([sampling.segment_indices(n, t, train=False) for t in (tg, tf)])
+  np.testing.assert_array_equal(val.frame_indices(0), want)
+  np.testing.assert_array_equal(np.concatenate([a["glance"], a["focus"]]),
+                                transforms.eval_transform(raw[want], input_size=32))
+  for k in ("glance", "focus"):
+    np.testing.assert_array_equal(a[k], b[k])
+  batch = next(make_loader(val, global_batch_size=1, shuffle=False, num_epochs=1,
+                           fields=("glance", "focus", "label")))
+  assert batch["glance"].shape == (1, tg, 32, 32, 3) and batch["focus"].shape == (1, tf, 32, 32, 3)
+  with pytest.raises(DataError, match=r"list.txt:1: has 24 frames, fewer than focus_frames=30"):
+    sources.VideoClips(tmp_path / "list.txt", num_frames=tg, focus_frames=30,
+                       template="img_{:05d}.png")
+  with pytest.raises(DataError, match=r"focus_frames=0 must be an integer >= 1"):
+    sources.VideoClips(tmp_path / "list.txt", num_frames=tg, focus_frames=0,
+                       template="img_{:05d}.png")

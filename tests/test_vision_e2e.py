@@ -1,9 +1,11 @@
 """AdaFocusV2 through its entry points: `python -m jaxvision.main` (smoke: built-in data built on
 first use, two-pass training, validation and the best checkpoint, test evaluation with early exit
-and patch statistics), `python -m jaxvision.predict` on a generated mp4, and bad inputs that must
-print one line naming the culprit, exit 2 and write nothing."""
+and patch statistics), `python -m jaxvision.predict` on a generated mp4, `--config.eval.only=True`
+on a finished run, and bad inputs that must print one line naming the culprit, exit 2 and write
+nothing; for both variants (ActivityNet: a step per frame; Sth-Sth / Jester: 2 stages)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -34,14 +36,22 @@ def _video(path, frames, size=(48, 64)):
   return path
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-  tmp = tmp_path_factory.mktemp("adafocus")
+def _smoke(tmp, config):
   workdir, data = tmp / "run", tmp / "data"
-  proc = _run("jaxvision.main", "--config=configs/adafocusv2.py:smoke", f"--workdir={workdir}",
+  proc = _run("jaxvision.main", f"--config={config}", f"--workdir={workdir}",
               f"--config.data.dir={data}")
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir, data, tmp
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  return _smoke(tmp_path_factory.mktemp("adafocus"), "configs/adafocusv2.py:smoke")
+
+
+@pytest.fixture(scope="module")
+def tsm_run(tmp_path_factory):
+  return _smoke(tmp_path_factory.mktemp("adafocus_tsm"), "configs/adafocusv2_tsm.py:smoke")
 
 
 def test_main_smoke_run(smoke_run):
@@ -74,6 +84,84 @@ def test_predict_on_a_generated_mp4(smoke_run):
   assert len(out["boxes"]) == 4 and len(out["top5_per_step"][0]) == 5
   assert (tmp / "pred" / "strip.png").stat().st_size > 0
   assert (tmp / "pred" / "patches.gif").stat().st_size > 0
+
+
+def test_tsm_smoke_run_scores_both_stages(tsm_run):
+  workdir, data, _ = tsm_run
+  assert (data / "meta.json").exists()
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["step"] == 4 and summary["name"] == "adafocusv2_tsm:smoke"
+  ev = summary["eval"]
+  glance, whole = summary["gflops_per_step"]  # stage 1: the global CNN; stage 2: the whole model
+  assert 0 < glance < whole == summary["gflops_per_video"]
+  assert len(ev["test_score_per_step"]) == 2 and ev["test_score"] == ev["test_score_per_step"][1]
+  assert ev["test_score_global_only"] == ev["test_score_per_step"][0]
+  for key in ("test_score_random_patches", "test_score_center_patches", "patch_contains_digit",
+              "patch_contains_digit_random"):
+    assert 0.0 <= ev[key] <= 1.0, key
+  assert len(ev["early_exit"]) == 9
+  for p in ev["early_exit"]:  # the cost of a point: its exit fractions times the stage costs
+    first, second = p["exit_fractions"]
+    assert p["avg_cost"] == pytest.approx(first * glance + second * whole)
+  assert ev["early_exit"][0]["exit_fractions"][0] > 0 and ev["early_exit"][-1]["avg_cost"] == whole
+  with np.load(workdir / "test_outputs.npz") as z:
+    assert z["logits"].shape == (4, 2, 10) and z["actions"].shape == (4, 2)
+  assert (workdir / "best" / "best.json").exists() and (workdir / "early_exit.png").exists()
+  losses = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert any("train/loss_random_pass" in r for r in losses)
+
+
+def test_tsm_predict_draws_the_one_patch_on_the_focus_frames(tsm_run):
+  workdir, _, tmp = tsm_run
+  video = _video(tmp / "clip.mp4", 12)
+  proc = _run("jaxvision.predict", f"--workdir={workdir}", f"--video={video}",
+              f"--out={tmp / 'pred'}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  steps = [l for l in proc.stdout.splitlines() if l.startswith("step")]
+  assert len(steps) == 2 and sum("<- early exit" in l for l in steps) == 1
+  out = json.loads((tmp / "pred" / "prediction.json").read_text())
+  assert out["frame_steps"] == [0, 0, 1, 1, 1] and out["exit_step"] in (0, 1)
+  assert out["frame_indices"] == [3, 9, 2, 6, 10]  # glance: 2 TSN centres of 12; focus: 3
+  assert out["boxes"][:2] == [None, None] and out["boxes"][2] is not None
+  assert out["boxes"][2] == out["boxes"][3] == out["boxes"][4]  # one patch per video
+  assert len(out["top5_per_step"]) == 2 and len(out["top5_per_step"][1]) == 5
+  from PIL import Image
+  with Image.open(tmp / "pred" / "strip.png") as strip:
+    assert strip.size == (5 * 64, 64)
+  with Image.open(tmp / "pred" / "patches.gif") as gif:
+    assert gif.n_frames == 3  # the focus frames, in time order
+
+
+@pytest.mark.parametrize("run, config", [("smoke_run", "configs/adafocusv2.py:smoke"),
+                                         ("tsm_run", "configs/adafocusv2_tsm.py:smoke")])
+def test_eval_only_reproduces_the_test_results(request, tmp_path, run, config):
+  workdir, data, _ = request.getfixturevalue(run)
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  before = json.loads((workdir / "summary.json").read_text())
+  steps = sorted(os.listdir(copy / "checkpoints"))
+  proc = _run("jaxvision.main", f"--config={config}", f"--workdir={copy}",
+              f"--config.data.dir={data}", "--config.eval.only=True")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  after = json.loads((copy / "summary.json").read_text())
+  assert after["eval_only"] and after["step"] == 4 and after["checkpoint"].endswith("checkpoints/4")
+  assert after["eval"] == before["eval"] and after["gflops_per_step"] == before["gflops_per_step"]
+  assert sorted(os.listdir(copy / "checkpoints")) == steps  # nothing trained, nothing saved
+  with np.load(workdir / "test_outputs.npz") as a, np.load(copy / "test_outputs.npz") as b:
+    np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-6, atol=1e-6)
+
+
+def test_eval_only_without_a_checkpoint_and_tsm_without_lists_fail_in_one_line(tmp_path, capsys):
+  from jaxvision import main
+  workdir = tmp_path / "run"
+  assert main.main(["--config=configs/adafocusv2_tsm.py:smoke", f"--workdir={workdir}",
+                    f"--config.data.dir={tmp_path / 'data'}", "--config.eval.only=True"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and f"{workdir / 'checkpoints'}: no checkpoint" in err[0], err
+  assert main.main(["--config=configs/adafocusv2_tsm.py:jester_p128", f"--workdir={workdir}"]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "config.data.train_list" in err[0], err
+  assert not workdir.exists() and not (tmp_path / "data").exists()
 
 
 def test_predict_bad_videos_fail_cleanly(smoke_run, tmp_path):

@@ -114,6 +114,37 @@ def test_hand_made_three_samples():
   np.testing.assert_array_equal(th0, [np.inf, np.inf, -np.inf])
 
 
+def test_per_step_costs_by_hand():
+  """Two stages of different cost (the Sth-Sth / Jester variant: glance only, then glance + focus):
+  exiting after stage 1 costs 0.5, after stage 2 0.5 + 2.0."""
+  fit = np.array([[[3.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, 0.0]],
+                  [[2.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+  th = ee.fit_thresholds(ee.confidence(fit), 1.0)  # q = 1: 2 of 4 exit at stage 1 (conf 3 and 2)
+  np.testing.assert_array_equal(th, [2.0, -np.inf])
+  test = np.array([
+      [[2.5, 0.0], [0.0, 1.0]],    # exits at 1 (2.5 >= 2), predicts 0: right
+      [[0.0, 1.9], [0.0, 1.0]],    # stays, stage 2 predicts 1: right
+      [[2.0, 0.0], [0.0, 3.0]],    # exits at 1 (2.0 >= 2), predicts 0: wrong (stage 2 was right)
+      [[0.1, 0.0], [1.0, 0.0]],    # stays, stage 2 predicts 0: right
+  ])
+  labels = np.array([0, 1, 1, 0])
+  res = ee.evaluate(test, labels, th, cost_per_step=[0.5, 2.0], fixed_cost=0.1)
+  assert res["score"] == pytest.approx(3 / 4) and res["exit_counts"] == [2, 2]
+  assert res["avg_cost"] == pytest.approx(0.1 + (0.5 + 2.5 + 0.5 + 2.5) / 4)
+  (point,) = ee.sweep(fit, test, labels, [1.0], cost_per_step=(0.5, 2.0), fixed_cost=0.1)
+  assert point["avg_cost"] == pytest.approx(res["avg_cost"]) and point["score"] == res["score"]
+  np.testing.assert_allclose(ee.exit_costs([0.5, 2.0], 2), [0.5, 2.5])
+  np.testing.assert_allclose(ee.exit_costs(1.5, 3), [1.5, 3.0, 4.5])
+  # A sequence of equal costs is the number.
+  many, many_labels = _data(8, n=200, t=5)
+  for a, b in zip(ee.sweep(many, many, many_labels, [0.7, 1.3], cost_per_step=1.5),
+                  ee.sweep(many, many, many_labels, [0.7, 1.3], cost_per_step=[1.5] * 5)):
+    assert a["avg_cost"] == pytest.approx(b["avg_cost"]) and a["exit_counts"] == b["exit_counts"]
+  for bad in ([1.0, 2.0, 3.0], [1.0, np.nan], [[1.0, 2.0]]):
+    with pytest.raises(ValueError, match="cost_per_step: expected a number or 2"):
+      ee.evaluate(test, labels, th, cost_per_step=bad)
+
+
 def _official_style(conf_fit, conf_test, q):
   """Independent loop version of the official dynamic_eval_find_threshold / dynamic_evaluate."""
   n, t = conf_fit.shape

@@ -375,7 +375,8 @@ def load_centers(root: str | os.PathLike, split: str) -> np.ndarray:
 def clips(root: str | os.PathLike, split: str, *, num_frames: int | None = None,
           train: bool | None = None, seed: int = 0, **kwargs: Any) -> VideoClips:
   """``VideoClips`` over a split (``num_frames`` defaults to the stored T, ``train`` to
-  ``split == 'train'``; other arguments as in ``VideoClips``)."""
+  ``split == 'train'``; other arguments as in ``VideoClips``, e.g. ``focus_frames`` for the
+  glance and focus samples of the Sth-Sth / Jester variant)."""
   meta = load_meta(root)
   if split not in meta["splits"]:
     raise DataError(f"{root}: no split {split!r}; it has {list(meta['splits'])}")

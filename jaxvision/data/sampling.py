@@ -6,10 +6,14 @@ in each segment; evaluation takes each segment's centre ``start + length // 2`` 
 multiple of ``T`` this is the official TSN/TSM/AdaFocus ``int(tick / 2 + tick * k)``). A video with
 fewer than ``T`` frames is an error naming it unless ``repeat_short=True``, which repeats frames in
 order (``floor(k n / T)``, each frame ``T / n`` times, for training and evaluation alike).
+``clip_indices`` draws several such samples of one video in turn (the Sth-Sth / Jester variant's
+glance and focus frames, each over the whole video).
 """
 from __future__ import annotations
 
 import numpy as np
+
+from typing import Sequence
 
 from jaxtrain.errors import DataError
 
@@ -41,3 +45,12 @@ def segment_indices(num_frames: int, num_segments: int, *, train: bool,
   if rng is None:
     raise DataError("training sampling needs a numpy Generator (rng)")
   return starts + rng.integers(0, lengths)
+
+
+def clip_indices(num_frames: int, counts: Sequence[int], *, train: bool,
+                 rng: np.random.Generator | None = None, repeat_short: bool = False,
+                 name: str = "video") -> np.ndarray:
+  """``segment_indices`` for each of ``counts`` in turn (one ``rng``), concatenated:
+  ``[sum(counts)]`` int64. ``counts=(T,)`` is ``segment_indices(..., T)`` with the same draws."""
+  return np.concatenate([segment_indices(num_frames, t, train=train, rng=rng,
+                                         repeat_short=repeat_short, name=name) for t in counts])

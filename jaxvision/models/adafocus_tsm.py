@@ -19,9 +19,15 @@ and a uniformly random one and averages the two passes' CE(logits) + CE(global a
 as the official ``main.py``.
 
 The official recipe trains with batch norm in its usual mode (``--npb``: TSN's partial BN off) and
-clips gradients at norm 20 (``--gd 20``). Not built yet (issue 9): the Sth-Sth/Jester data pipeline
-and training through ``jaxvision.main``, early exit and ``predict`` for this variant, and the
-converter of the official checkpoints.
+clips gradients at norm 20 (``--gd 20``).
+
+Data, training and evaluation: ``jaxvision.data.VideoClips(..., focus_frames=Tf)`` gives the two
+samples of each clip under one spatial transform; ``jaxvision.main`` trains and evaluates this
+variant (``configs/adafocusv2_tsm.py``). Evaluation steps: this model has no per-frame steps (TSN
+averages over frames, and the offline shift reads future frames), so early exit and
+``jaxvision.predict`` use 2 stages: 1 = glance only, ``global_aux_logits`` (the global CNN's own
+head, trained by its own cross-entropy), costing the global CNN on the glance frames; 2 = glance +
+focus, ``logits``, costing the whole model (``jaxvision.train``).
 """
 from __future__ import annotations
 
