@@ -97,7 +97,7 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
   sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
   if not isinstance(sd, dict) or not sd:
     raise DataError(f"{path}: expected a dict with a 'state_dict' of tensors (as the official "
-                    "code saves), found {type(obj).__name__}")
+                    f"code saves), found {type(obj).__name__}")
   out = {}
   for k, v in sd.items():
     if not isinstance(v, torch.Tensor):
@@ -118,11 +118,12 @@ def _numpy_scalar_globals() -> list:
 # ------------------------------------------------------------------------------------ mapping
 
 def _conv(t: np.ndarray) -> np.ndarray:
-  """torch conv [O, I, kh, kw] -> [kh, kw, I, O]; a 1x1 conv used as a dense layer -> [I, O]."""
+  """torch conv [O, I, kh, kw] -> [kh, kw, I, O]."""
   return t.transpose(2, 3, 1, 0)
 
 
 def _dense(t: np.ndarray) -> np.ndarray:
+  """torch linear [O, I] (or a 1x1 conv [O, I, 1, 1] that we run as a dense layer) -> [I, O]."""
   return t[:, :, 0, 0].T if t.ndim == 4 else t.T
 
 
