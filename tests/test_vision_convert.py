@@ -152,6 +152,9 @@ def test_not_a_checkpoint_and_existing_out(tmp_path, capsys):
   assert "junk.pth.tar: not a readable PyTorch checkpoint" in capsys.readouterr().err
   assert convert.main(ACTNET + [f"--torch={junk}", f"--out={tmp_path}"]) == 2
   assert "exists" in capsys.readouterr().err
+  torch.save([torch.zeros(2)], junk)
+  assert convert.main(ACTNET + [f"--torch={junk}", f"--out={tmp_path / 'run'}"]) == 2
+  assert "expected a dict with a 'state_dict' of tensors" in capsys.readouterr().err
   assert convert.main(ACTNET + [f"--torch={tmp_path / 'nope.pth'}", "--out=x"]) == 2
   assert "no such checkpoint file" in capsys.readouterr().err
 
