@@ -72,13 +72,18 @@ def test_main_smoke_run(smoke_run):
   assert any("train/loss_random_pass" in r for r in losses)
 
 
-def test_predict_on_a_generated_mp4(smoke_run):
-  workdir, _, tmp = smoke_run
+def _predict_steps(workdir, tmp) -> list[str]:
+  """Runs predict on a generated 12-frame mp4 into tmp/pred; its printed per-step lines."""
   video = _video(tmp / "clip.mp4", 12)
   proc = _run("jaxvision.predict", f"--workdir={workdir}", f"--video={video}",
               f"--out={tmp / 'pred'}")
   assert proc.returncode == 0, proc.stderr[-3000:]
-  steps = [l for l in proc.stdout.splitlines() if l.startswith("step")]
+  return [l for l in proc.stdout.splitlines() if l.startswith("step")]
+
+
+def test_predict_on_a_generated_mp4(smoke_run):
+  workdir, _, tmp = smoke_run
+  steps = _predict_steps(workdir, tmp)
   assert len(steps) == 4 and sum("<- early exit" in l for l in steps) == 1
   out = json.loads((tmp / "pred" / "prediction.json").read_text())
   assert len(out["boxes"]) == 4 and len(out["top5_per_step"][0]) == 5
@@ -113,11 +118,7 @@ def test_tsm_smoke_run_scores_both_stages(tsm_run):
 
 def test_tsm_predict_draws_the_one_patch_on_the_focus_frames(tsm_run):
   workdir, _, tmp = tsm_run
-  video = _video(tmp / "clip.mp4", 12)
-  proc = _run("jaxvision.predict", f"--workdir={workdir}", f"--video={video}",
-              f"--out={tmp / 'pred'}")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  steps = [l for l in proc.stdout.splitlines() if l.startswith("step")]
+  steps = _predict_steps(workdir, tmp)
   assert len(steps) == 2 and sum("<- early exit" in l for l in steps) == 1
   out = json.loads((tmp / "pred" / "prediction.json").read_text())
   assert out["frame_steps"] == [0, 0, 1, 1, 1] and out["exit_step"] in (0, 1)
