@@ -24,7 +24,7 @@ from flax import nnx  # noqa: E402
 
 from jaxtrain import distributed, loop, mesh as mesh_lib, perf  # noqa: E402
 from jaxtrain.config import load_config  # noqa: E402
-from jaxvision.train import task  # noqa: E402
+from jaxvision.train import task, variant  # noqa: E402
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
@@ -53,10 +53,9 @@ def load(variant: str):
 
 
 def input_lengths(m) -> dict:
-  """The model's video inputs, in call order, and their frame counts."""
-  if "glance_frames" in m:
-    return {"glance": m.glance_frames, "focus": m.focus_frames}
-  return {"frames": m.num_frames}
+  """The model's video inputs, in call order, and their frame counts (``jaxvision.train``)."""
+  v = variant(m)
+  return dict(zip(v.inputs, v.counts(m)))
 
 
 def random_videos(m, batch: int) -> dict:
