@@ -67,7 +67,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict(dict(
       steps=0, epochs=50, batch_size=32, log_every=20, checkpoint_every=500, keep_checkpoints=2,
-      eval_every=0, best_metric="", best_mode="max"))
+      eval_every=0, best_metric="", best_mode="max",
+      checkpoint_root=""))  # "": the workdir; or gs://... / a shared path every host sees
   c.optim = ml_collections.ConfigDict(dict(
       name="sgd", lr=0.002, momentum=0.9, nesterov=False, schedule="cosine", warmup_steps=0,
       weight_decay=1e-4, grad_clip=0.0, ema_decay=0.0, frozen=(),

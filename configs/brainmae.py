@@ -79,7 +79,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict(dict(
       steps=1500, batch_size=32, log_every=50, checkpoint_every=500, keep_checkpoints=2,
-      eval_every=0, best_metric="", best_mode="min"))  # e.g. eval_every=250, best 'val/recon_mse'
+      eval_every=0, best_metric="", best_mode="min",  # e.g. eval_every=250, best 'val/recon_mse'
+      checkpoint_root=""))  # "": the workdir; or gs://... / a shared path every host sees
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", lr=2e-3, warmup_steps=100, weight_decay=0.05, grad_clip=1.0, b1=0.9, b2=0.95,
       frozen=(), ema_decay=0.0))

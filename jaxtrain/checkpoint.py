@@ -138,11 +138,29 @@ def _from_nested(nested: dict, like: Any) -> Any:
 
 # --------------------------------------------------------------------------- manager
 
+def is_url(path: str) -> bool:
+  """``gs://bucket/run`` and other remote paths orbax writes through etils.epath."""
+  return "://" in str(path)
+
+
+def join(root: str, *names: str) -> str:
+  """``os.path.join`` that keeps a URL root (``gs://b/run`` + ``best`` -> ``gs://b/run/best``)."""
+  if is_url(root):
+    return "/".join([str(root).rstrip("/"), *names])
+  return os.path.join(os.path.abspath(root), *names)
+
+
+def exists(path: str) -> bool:
+  """Whether a local or remote (``gs://``) file or folder exists."""
+  return epath.Path(path).exists()
+
+
 class Checkpointer:
-  """Keep-last-N checkpoints of (train state, data iterator) under ``directory``."""
+  """Keep-last-N checkpoints of (train state, data iterator) under ``directory``: a local or
+  shared-filesystem folder, or a ``gs://`` path (every process of a multi-host run must see it)."""
 
   def __init__(self, directory: str, keep: int = 3, async_save: bool = False):
-    self.directory = os.path.abspath(directory)
+    self.directory = join(directory)
     if keep is not None and int(keep) < 1:
       raise ValueError(f"config.train.keep_checkpoints={keep} must be at least 1")
     options = ocp.CheckpointManagerOptions(
@@ -160,7 +178,7 @@ class Checkpointer:
     return list(self.manager.all_steps())
 
   def path(self, step: int | None) -> str | None:
-    return None if step is None else os.path.join(self.directory, str(step))
+    return None if step is None else join(self.directory, str(step))
 
   def save(self, step: int, state: Any, data_iter: Any | None = None) -> str:
     """Saves ``state`` (any pytree of jax arrays) and the iterator position at ``step``."""
@@ -176,7 +194,7 @@ class Checkpointer:
     the iterator at its start). Returns the restored state pytree."""
     target = _to_nested(abstract_state, abstract=True)
     items = {"state": ocp.args.StandardRestore(target)}
-    if data_iter is not None and os.path.isdir(os.path.join(self.path(step), "data")):
+    if data_iter is not None and exists(join(self.path(step), "data")):
       items["data"] = IteratorRestore(data_iter)
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     return _from_nested(restored["state"], abstract_state)

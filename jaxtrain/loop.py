@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from jaxtrain import checkpoint as ckpt_lib
@@ -191,24 +192,31 @@ def build_program(config: Any, task: Task, mesh: jax.sharding.Mesh | None = None
                       rules)
 
 
+def checkpoint_dirs(workdir: str, train_cfg: Any) -> tuple[str, str]:
+  """(latest, best) checkpoint folders: ``<root>/checkpoints`` and ``<root>/best``, where the root
+  is ``train.checkpoint_root`` when set (a ``gs://`` path or a shared filesystem that every host
+  of a multi-host run sees) and the workdir otherwise. Logs and summaries stay in the workdir."""
+  root = str(config_lib.get(train_cfg, "checkpoint_root", "") or "") or workdir
+  return ckpt_lib.join(root, "checkpoints"), ckpt_lib.join(root, "best")
+
+
 class _Best:
   """The best checkpoint by ``config.train.best_metric`` (an evaluator's '<name>/<metric>'),
-  kept in ``workdir/best/`` with ``best.json`` saying its step and value."""
+  kept in ``checkpoint_dirs(...)[1]`` with ``best.json`` saying its step and value."""
 
   def __init__(self, workdir: str, train_cfg: Any):
     self.metric = str(config_lib.get(train_cfg, "best_metric", ""))
     self.mode = str(config_lib.get(train_cfg, "best_mode", "min"))
     if self.mode not in ("min", "max"):
       raise ConfigError(f"config.train.best_mode={self.mode!r}: expected 'min' or 'max'")
-    self.dir = os.path.join(workdir, "best")
-    self.info_path = os.path.join(self.dir, "best.json")
+    self.dir = checkpoint_dirs(workdir, train_cfg)[1]
+    self.info_path = ckpt_lib.join(self.dir, "best.json")
     self.info = None
     self.ckpt = None
     if self.metric:
       self.ckpt = ckpt_lib.Checkpointer(self.dir, keep=1)
-      if os.path.exists(self.info_path):
-        with open(self.info_path) as f:
-          self.info = json.load(f)
+      if ckpt_lib.exists(self.info_path):
+        self.info = json.loads(epath.Path(self.info_path).read_text())
 
   def consider(self, step: int, results: dict, state: TrainState, data_iter: Any) -> None:
     if self.ckpt is None:
@@ -226,7 +234,10 @@ class _Best:
     self.info = {"step": step, "metric": self.metric, "mode": self.mode, "value": value,
                  "checkpoint": path}
     if jax.process_index() == 0:
-      metrics_lib.write_json_atomic(self.info_path, self.info)
+      if ckpt_lib.is_url(self.info_path):  # object stores write whole objects
+        epath.Path(self.info_path).write_text(json.dumps(self.info, indent=2, sort_keys=True))
+      else:
+        metrics_lib.write_json_atomic(self.info_path, self.info)
 
   def close(self) -> None:
     if self.ckpt is not None:
@@ -250,7 +261,7 @@ def train(*, config: Any, workdir: str, task: Task, train_iter: Iterator[dict],
   ``train_iter`` yields this process's share of each global batch (dict of numpy arrays, leading
   dim = ``config.train.batch_size / process_count``) and has ``get_state()``/``set_state()``
   (``jaxtrain.data.make_loader`` gives one). Every ``train.eval_every`` steps (and after the last)
-  the task's evaluators run; ``train.best_metric`` keeps the best checkpoint in ``workdir/best``.
+  the task's evaluators run; ``train.best_metric`` keeps the best checkpoint (``checkpoint_dirs``).
   Raises NonFiniteLossError naming the first non-finite step and the last good checkpoint.
   """
   t_start = time.perf_counter()
@@ -270,7 +281,7 @@ def train(*, config: Any, workdir: str, task: Task, train_iter: Iterator[dict],
   os.makedirs(workdir, exist_ok=True)
 
   # ---- state: restore or init
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=keep,
+  ckpt = ckpt_lib.Checkpointer(checkpoint_dirs(workdir, tcfg)[0], keep=keep,
                                async_save=bool(config_lib.get(tcfg, "async_checkpoints", False)))
   last_ckpt_step = ckpt.latest_step()
   if last_ckpt_step is not None:
@@ -384,7 +395,7 @@ def restore_model(config: Any, task: Task, folder: str,
                   mesh: jax.sharding.Mesh | None = None) -> tuple[nnx.Module, int]:
   """(model, step) of the latest checkpoint in ``folder`` (a run's ``checkpoints`` or ``best``),
   built as ``train`` builds it (EMA parameters when kept)."""
-  ckpt = ckpt_lib.Checkpointer(folder, keep=None) if os.path.isdir(folder) else None
+  ckpt = ckpt_lib.Checkpointer(folder, keep=None) if ckpt_lib.exists(folder) else None
   step = None if ckpt is None else ckpt.latest_step()
   if step is None:
     raise UserError(f"{folder}: no checkpoint")

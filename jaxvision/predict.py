@@ -34,7 +34,9 @@ def load_run(workdir: str, which: str = "best") -> tuple[Any, Any]:
   """(config, model) of a finished run: its summary's config and its best (or latest) state."""
   import ml_collections
 
-  from jaxtrain import loop
+  from etils import epath
+
+  from jaxtrain import checkpoint as ckpt_lib, loop
   from jaxvision.train import task
 
   path = os.path.join(workdir, "summary.json")
@@ -42,10 +44,10 @@ def load_run(workdir: str, which: str = "best") -> tuple[Any, Any]:
     raise UserError(f"{workdir}: no summary.json (train with python -m jaxvision.main first)")
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f)["config"])
-  folders = [os.path.join(workdir, "best")] if which == "best" else []
-  folders.append(os.path.join(workdir, "checkpoints"))
-  folder = next((f for f in folders if os.path.isdir(f) and any(n.isdigit() for n in os.listdir(f))),
-                None)  # orbax names step folders by their step
+  latest, best = loop.checkpoint_dirs(workdir, config.train)
+  folders = [best, latest] if which == "best" else [latest]
+  folder = next((f for f in folders if ckpt_lib.exists(f) and any(
+      p.name.isdigit() for p in epath.Path(f).iterdir())), None)  # orbax names steps by number
   if folder is None:
     raise UserError(f"{workdir}: no checkpoint in {' or '.join(folders)}")
   import jax

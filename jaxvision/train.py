@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxtrain import loop
+from jaxtrain import checkpoint as ckpt_lib, loop
 from jaxtrain import metrics as metrics_lib
 from jaxtrain.data import make_loader
 from jaxtrain.errors import ConfigError, DataError
@@ -328,16 +328,16 @@ def task(config: ml_collections.ConfigDict, evaluators=()) -> Task:
 
 def evaluate_only(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """``config.eval.only``: no training; the test evaluation of the latest checkpoint in
-  ``workdir/checkpoints`` (a finished run, or a converted official checkpoint); writes and returns
-  the summary."""
+  ``workdir/checkpoints`` (or ``train.checkpoint_root``: a finished run, or a converted official
+  checkpoint); writes and returns the summary."""
   t0 = time.perf_counter()
-  folder = os.path.join(os.path.abspath(workdir), "checkpoints")
+  folder = loop.checkpoint_dirs(workdir, config.train)[0]
   model, step = loop.restore_model(config, task(config), folder)
   ensure_builtin(config)
   sections = evaluation(config, model, workdir)
   return metrics_lib.write_summary(workdir, config, wall_time_s=time.perf_counter() - t0,
                                    step=step, eval_only=True,
-                                   checkpoint=os.path.join(folder, str(step)), **sections)
+                                   checkpoint=ckpt_lib.join(folder, str(step)), **sections)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

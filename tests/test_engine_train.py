@@ -109,6 +109,31 @@ def test_keep_last_n_metrics_files_and_resume(reference):
   assert Checkpointer(ckdir).all_steps() == [STEPS, STEPS + 2]
 
 
+def test_checkpoint_root_outside_the_workdir(tmp_path, reference):
+  """``train.checkpoint_root`` (a shared path every host sees) holds checkpoints/ and best/; the
+  workdir keeps only logs; a second workdir on the same root resumes from it."""
+  ref_result, ref_params, _, _ = reference
+  shared = tmp_path / "shared"
+  config = h.make_config(steps=STEPS, checkpoint_every=EVERY, keep_checkpoints=2,
+                         checkpoint_root=str(shared))
+  result, _ = _train(tmp_path / "host_a", config)
+  chex.assert_trees_all_equal(h.params_of(result.model), ref_params)
+  assert result.checkpoint == str(shared / "checkpoints" / "8")
+  assert not (tmp_path / "host_a" / "checkpoints").exists()
+  assert (tmp_path / "host_a" / "summary.json").exists()
+  config.train.steps = STEPS + 2
+  again, it = _train(tmp_path / "host_b", config)
+  assert [m["step"] for m in again.history] == [STEPS + 1, STEPS + 2] and it.position == STEPS + 2
+
+
+def test_checkpoint_paths_keep_urls():
+  cfg = ml_collections.ConfigDict(dict(checkpoint_root="gs://bucket/runs/x/"))
+  assert loop.checkpoint_dirs("/local/run", cfg) == ("gs://bucket/runs/x/checkpoints",
+                                                      "gs://bucket/runs/x/best")
+  cfg.checkpoint_root = ""
+  assert loop.checkpoint_dirs("/local/run", cfg) == ("/local/run/checkpoints", "/local/run/best")
+
+
 def test_non_finite_loss_names_step_and_last_good_checkpoint(tmp_path):
   # The 5th batch (position 4) holds a NaN: step 5 is the first bad one, found at step 6's log.
   config = h.make_config(steps=STEPS, log_every=3, checkpoint_every=2)
