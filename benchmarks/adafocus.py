@@ -126,7 +126,11 @@ def main() -> None:
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--cpu_devices", type=int, default=1)
   parser.add_argument("--matmul_size", type=int, default=2048)
+  parser.add_argument("--dry_run", action="store_true", help="parse the arguments and the config, exit")
   args = parser.parse_args()
+  if args.dry_run:
+    print(f"dry run: the arguments parse; config {load(args.config).name}: {vars(args)}")
+    return
   distributed.set_cpu_device_count(args.cpu_devices)
   device = jax.devices()[0]
   print(f"device: {device.platform} {device.device_kind} x{jax.device_count()}", flush=True)

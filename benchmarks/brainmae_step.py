@@ -81,6 +81,9 @@ def bench(variant: str, steps: int, batch_size: int | None, configs: str = CONFI
 def run(rows: list, args: argparse.Namespace) -> list[dict]:
   """Measures the matmul rate, then each of ``rows`` (callables giving a ``bench`` row), then the
   matmul rate again; prints one JSON line per row and the table."""
+  if args.dry_run:
+    print(f"dry run: the arguments parse: {vars(args)}")
+    return []
   distributed.set_cpu_device_count(args.cpu_devices)
   device = jax.devices()[0]
   print(f"device: {device.platform} {device.device_kind} x{jax.device_count()}")
@@ -110,6 +113,7 @@ def common_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
   parser.add_argument("--matmul_size", type=int, default=2048)
   parser.add_argument("--cpu_devices", type=int, default=1,
                       help="JAX devices to split the CPU into (the mesh's data axis spans them)")
+  parser.add_argument("--dry_run", action="store_true", help="parse the arguments and exit")
   return parser
 
 

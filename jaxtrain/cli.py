@@ -7,7 +7,9 @@
 one process), sets up JAX devices and the distributed system, then calls ``fn(config, workdir)``.
 A ``jaxtrain.errors.UserError`` from the flags or from ``fn`` (a bad config key or value, a missing
 file, bad data, a mesh that does not fit) prints one line ``error: <message>`` and returns 2 (with
-``--verbose`` the traceback too); any other exception propagates.
+``--verbose`` the traceback too); any other exception propagates. ``--dry_run`` checks a command
+line without running it: the flags, the config file, its variant and every override are parsed and
+the resolved config is printed; nothing starts and nothing is written.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from jaxtrain import distributed
 from jaxtrain.errors import UserError
 
 USAGE = ("--config=path/to/config.py[:variant] --workdir=DIR [--config.a.b=value ...] "
-         "[--flagfile=FILE] [--verbose] [--help]")
+         "[--flagfile=FILE] [--verbose] [--dry_run] [--help]")
 HELP_FLAGS = ("--help", "-help", "-h", "--helpshort", "--helpfull", "-?")
 
 
@@ -55,6 +57,7 @@ def run(fn: Callable[[ml_collections.ConfigDict, str], Any], *,
                         flag_values=flag_values)
     flags.DEFINE_bool("verbose", False, "print the traceback of user errors too",
                       flag_values=flag_values)
+    _define_dry_run(flag_values)
     if define is not None:
       define(flag_values)
     if _wants_help(full[1:]):
@@ -67,6 +70,9 @@ def run(fn: Callable[[ml_collections.ConfigDict, str], Any], *,
     workdir = flag_values.workdir or ""
     if needs_workdir and not workdir:
       raise UserError("missing --workdir=DIR")
+    if flag_values.dry_run:
+      print(f"dry run of {prog}: the command parses; workdir={workdir!r}; config:\n{config}")
+      return 0
     mesh = config_lib.get(config, "mesh", None)  # before JAX creates its backends
     distributed.set_cpu_device_count(0 if mesh is None else config_lib.get(mesh, "cpu_devices", 0))
     distributed.maybe_initialize()
@@ -88,15 +94,25 @@ def run_tool(fn: Callable[[flags.FlagValues], None], define: Callable[[flags.Fla
   define(flag_values)
   flags.DEFINE_bool("verbose", False, "print the traceback of user errors too",
                     flag_values=flag_values)
+  _define_dry_run(flag_values)
   if _wants_help(args):
     print(doc or prog)
     return 0
   try:
     flag_values([prog, *args])
+    if flag_values.dry_run:
+      print(f"dry run of {prog}: the command parses; flags: "
+            + " ".join(f"--{k}={v}" for k, v in sorted(flag_values.flag_values_dict().items())))
+      return 0
     fn(flag_values)
   except (UserError, flags.Error) as e:
     return print_user_error(e, _verbose_in(args))
   return 0
+
+
+def _define_dry_run(flag_values: flags.FlagValues) -> None:
+  flags.DEFINE_bool("dry_run", False, "parse the command line and the config, print them and exit "
+                    "without running anything", flag_values=flag_values)
 
 
 def print_user_error(error: BaseException, verbose: bool = False) -> int:

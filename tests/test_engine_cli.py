@@ -66,6 +66,18 @@ def test_run_passes_config_and_workdir_and_reports(tiny, tmp_path, capsys):
   assert reported[-1] == 10
 
 
+def test_dry_run_parses_and_runs_nothing(tiny, tmp_path, capsys):
+  called = []
+  workdir = tmp_path / "never"
+  assert cli.run(lambda c, w: called.append(w), argv=[
+      f"--config={tiny}:small", f"--workdir={workdir}", "--config.train.steps=3", "--dry_run"]) == 0
+  out = capsys.readouterr().out
+  assert not called and not workdir.exists() and "dry run" in out and "steps: 3" in out
+  assert cli.run(lambda c, w: called.append(w), argv=[
+      f"--config={tiny}", f"--workdir={workdir}", "--config.train.nope=3", "--dry_run"]) == 2
+  assert "nope" in _one_error_line(capsys.readouterr().err) and not called
+
+
 def test_config_is_locked(tiny, tmp_path, capsys):
   def add_key(config, workdir):
     config.train.new_key = 1

@@ -400,7 +400,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--digit_size", type=float, nargs=2, default=DIGIT_SIZE,
                       metavar=("LOW", "HIGH"), help="digit side range, fractions of the frame side")
   parser.add_argument("--overwrite", action="store_true")
+  parser.add_argument("--dry_run", action="store_true", help="parse the arguments and exit")
   args = parser.parse_args(argv)
+  if args.dry_run:
+    print(f"dry run: the arguments parse: {vars(args)}")
+    return 0
 
   def on_term(signum, frame):
     raise SystemExit(128 + signum)  # runs the clean-up of a half-written build
