@@ -4,13 +4,30 @@ Command:
   python -m jaxbrain.compare --config=configs/compare.py --workdir=runs/compare
   (add `:smoke` or `:full`; `--config.a.b=value` overrides any field; a killed run resumes.)
 
-Protocol: the 7 built-in HCP subjects (94 AAL2 ROIs, TR 0.72 s) in `protocol.folds` subject-level
-folds; in each fold the held-out subjects are scored once, and every choice (ridge penalties, the
-spatio-temporal ridge's lags, the model's early-stopping step) is made on `protocol.val_subjects`
-validation subjects drawn from the pretraining subjects. Held-out windows are non-overlapping,
-each masked `protocol.mask_draws` times; every method sees the same windows and masks. Intervals:
-95% bootstrap over held-out subjects, then windows (paired for differences). Results:
+Protocol: the subjects of `brainmae.data` (by default the 7 built-in HCP subjects, 94 AAL2 ROIs,
+TR 0.72 s) in `protocol.folds` subject-level folds; in each fold the held-out subjects are scored
+once, and every choice (ridge penalties, the spatio-temporal ridge's lags, the model's
+early-stopping step) is made on `protocol.val_subjects` validation subjects drawn from the
+pretraining subjects. Held-out windows are non-overlapping, each masked `protocol.mask_draws`
+times; every method sees the same windows and masks. Intervals: 95% bootstrap over held-out
+subjects, then windows (paired for differences). Results:
 comparison.json, comparison.md, comparison.png in the workdir.
+
+Your own scans: the `brainmae.data` section names the subjects of every row, BrainMAE's and
+ST-MAE's alike (jaxbrain.compare.family_config: a family keeps only its own `num_segments` and
+`stride_frames`), with the fields of configs/brainmae.py's data section, e.g. a folder of
+per-subject files at TR 2 s resampled to the models' 0.72 s:
+  python -m jaxbrain.compare --config=configs/compare.py:smoke --workdir=runs/cmp_mine \
+      --config.brainmae.data.source=folder --config.brainmae.data.path=DIR \
+      --config.brainmae.data.tr=2.0 --config.brainmae.data.resample_tr=0.72
+All subjects need the same ROIs; each fold holds out about 1/`protocol.folds` of them and needs
+`protocol.val_subjects` + 1 more for validation and pretraining (fingerprinting asks for two or
+more held out per fold). `cross_tr` decimates the held-out scans (as loaded, after resampling) to
+those TRs and back; for scans recorded at a longer TR than those, set `--config.cross_tr=()`. The
+labelled tasks stay on the synthetic cohort (`labelled`, with `brainmae.data.synthetic`'s ROIs and
+TR, whatever the data), each row's recipe pretrained on its unlabelled part;
+`--config.labelled.enabled=False` skips them. comparison.md titles the native set with the
+subjects' TR as loaded.
 
 Variants:
   (default)  Small BrainMAE rows (d=32) trained 600 steps each and a small ST-MAE row (hidden 64,

@@ -2,7 +2,9 @@
 
 Runs every BrainMAE row and every baseline on the same held-out subjects, windows and masks, in
 subject-level folds, and writes ``comparison.json``, ``comparison.md`` and ``comparison.png``. The
-protocol is in ``configs/compare.py``. Every (fold, method) is a cell whose result is saved under
+protocol is in ``configs/compare.py``. The subjects are those of ``config.brainmae.data`` (the
+built-in HCP scans by default, or a folder of the user's scans: ``source='folder'``, ``path``,
+``tr``, ``resample_tr``, ...), and every model family's rows see them (``family_config``). Every (fold, method) is a cell whose result is saved under
 ``DIR/cells`` as soon as it is done; a killed comparison resumes without redoing finished cells (and a
 model row resumes its training from its last checkpoint).
 """
@@ -26,6 +28,24 @@ from jaxtrain import metrics as metrics_lib
 
 
 BASELINES = ("roi_mean", "linear_interp", "ridge", "st_ridge")
+# Fields of a family's data section that are its own (the windows its model reads); every other
+# field (where the subjects come from, their TR and resampling, preprocessing, segment length, the
+# synthetic cohort of the labelled tasks) is config.brainmae.data's for every family.
+FAMILY_WINDOW_FIELDS = ("num_segments", "stride_frames")
+
+
+def family_config(config: ml_collections.ConfigDict, family: str) -> ml_collections.ConfigDict:
+  """A copy of the settings ``config.<family>`` of a model family, whose data section takes every
+  field but ``FAMILY_WINDOW_FIELDS`` from ``config.brainmae.data``: one data section, the
+  BrainMAE one, says which subjects every row is trained and scored on (e.g. a user's folder:
+  ``--config.brainmae.data.source=folder --config.brainmae.data.path=DIR``)."""
+  c = ml_collections.ConfigDict(config[family].to_dict())
+  if family != "brainmae":
+    shared = config.brainmae.data.to_dict()
+    for field in FAMILY_WINDOW_FIELDS:
+      shared[field] = c.data[field]
+    c.data = ml_collections.ConfigDict(shared)
+  return c
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -206,11 +226,12 @@ def baseline_cells(config: ml_collections.ConfigDict, fd: FoldData) -> dict[str,
 
 
 def row_config(config: ml_collections.ConfigDict, row: str, data: Any) -> ml_collections.ConfigDict:
-  """The row's family section (``config.brainmae`` or ``config.stmae``) with the row's model
+  """The row's family section (``family_config``: ``config.brainmae`` or ``config.stmae``, the data
+  section shared) with the row's model
   overrides, the protocol's evaluation masks and the model shapes of ``data``."""
   from jaxbrain.tasks.inputs import frames_per_segment
   from jaxbrain.tasks.train import with_data_shapes
-  c = ml_collections.ConfigDict(config[row_family(config, row)].to_dict())
+  c = family_config(config, row_family(config, row))
   c.name = f"{config.name}/{row}"
   c.seed = int(config.seed)
   c.model.update(config.rows[row].to_dict())
@@ -280,7 +301,7 @@ def model_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_di
 def stmae_cell(config: ml_collections.ConfigDict, row: str, fd: FoldData, run_dir: str,
                data: Any) -> dict:
   """Pretrains an ST-MAE row like ``model_cell`` (early stopping on the validation subjects' masked
-  FC reconstruction), then scores on its own windows (``config.stmae.data``) the masked FC
+  FC reconstruction), then scores on its own windows (``config.stmae.data``'s segments) the masked FC
   reconstruction of every held-out set, ``protocol.mask_draws`` masks per window at the model's
   node and window ratios, beside the untrained encoder and the training-mean graph on the same
   masks; and fingerprinting on the benchmark's short windows (``stmae.for_segments``)."""
@@ -320,7 +341,8 @@ def cell_key(config: ml_collections.ConfigDict, name: str) -> str:
   on: a stored cell with another digest was computed with other settings and is redone."""
   row = name.split("/", 1)[1] if name.startswith("labelled/") else name
   family = row_family(config, row) if row in config.rows else "brainmae"
-  parts = {k: config[k] for k in ("seed", "cross_tr", "fingerprint_segments", family)}
+  parts = {k: config[k] for k in ("seed", "cross_tr", "fingerprint_segments")}
+  parts[family] = family_config(config, family)
   parts["protocol"] = {k: v for k, v in config.protocol.items() if k not in ("bootstrap", "level")}
   if name in config.rows:
     parts.update(row=config.rows[name], reference=name in labelled_rows(config))
@@ -456,6 +478,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     progress.update(len(tasks) + i + 1, force=True)
   summary = comparison_report.summarise(config, splits, cells,
                                         merge_labelled(labelled) if labelled else None, data.ids)
+  summary["tr_s"] = float(data.subjects[0].tr)  # the TR every model and baseline saw
   summary["wall_time_s"] = time.perf_counter() - t0
   comparison_report.write(workdir, config, summary)
   return summary

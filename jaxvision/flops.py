@@ -203,16 +203,19 @@ def tsm_costs(model_cfg: Any, count: str = "matmul") -> dict[str, float]:
 
 
 def _table(config: Any, patch_sizes: tuple[int, ...], costs: Callable, total: str,
-           paper: dict[int, float], paper_setting: Callable[[Any], bool]) -> list[dict[str, Any]]:
+           paper: dict[int, float], paper_setting: Callable[[Any], bool], xla: bool = True
+           ) -> list[dict[str, Any]]:
   """One row per patch size: ``costs``' parts in GMACs (papers' convention), XLA's count of the
-  ``total`` ('xla_<total>') and, where ``paper_setting(model config)`` holds and ``paper`` has the
-  patch size, the published figure ('paper_per_...') and the relative difference."""
+  ``total`` ('xla_<total>'; only with ``xla``: it compiles every part) and, where
+  ``paper_setting(model config)`` holds and ``paper`` has the patch size, the published figure
+  ('paper_per_...') and the relative difference."""
   rows = []
   for p in patch_sizes:
     cfg = config.model.copy_and_resolve_references()
     cfg.patch_size = int(p)
-    row = {"patch": int(p), **{k: v / 1e9 for k, v in costs(cfg, "matmul").items()},
-           f"xla_{total}": costs(cfg, "xla")[total] / 1e9}
+    row = {"patch": int(p), **{k: v / 1e9 for k, v in costs(cfg, "matmul").items()}}
+    if xla:
+      row[f"xla_{total}"] = costs(cfg, "xla")[total] / 1e9
     if int(p) in paper and paper_setting(cfg):
       row[total.replace("total_", "paper_")] = paper[int(p)]
       row["diff_vs_paper"] = row[total] / paper[int(p)] - 1.0
@@ -220,14 +223,15 @@ def _table(config: Any, patch_sizes: tuple[int, ...], costs: Callable, total: st
   return rows
 
 
-def tsm_table(config: Any, patch_sizes: tuple[int, ...] = (128, 144, 160, 176)
-              ) -> list[dict[str, Any]]:
+def tsm_table(config: Any, patch_sizes: tuple[int, ...] = (128, 144, 160, 176), *,
+              xla: bool = True) -> list[dict[str, Any]]:
   """``table`` for the Sth-Sth / Jester variant: GMACs per video per part, XLA's count of the
-  whole, and the official figure where the setting is the paper's."""
+  whole (``xla=False``: left out, nothing compiled), and the official figure where the setting is
+  the paper's."""
   return _table(config, patch_sizes, tsm_costs, "total_per_video", PAPER_TSM_GFLOPS_PER_VIDEO,
                 lambda c: (c.global_arch, c.global_width, c.local_arch, c.image_size,
                            c.glance_frames, c.focus_frames) == (
-                               "mobilenet_v2", 1.0, "resnet50", 224, 8, 12))
+                               "mobilenet_v2", 1.0, "resnet50", 224, 8, 12), xla)
 
 
 def _print_tsm_table(rows: list[dict[str, Any]]) -> None:
@@ -242,23 +246,35 @@ def _print_tsm_table(rows: list[dict[str, Any]]) -> None:
           f"{r['xla_total_per_video']:.2f} | {paper} | {diff} |")
 
 
-def table(config: Any, patch_sizes: tuple[int, ...] = (96, 128, 160)) -> list[dict[str, Any]]:
+def table(config: Any, patch_sizes: tuple[int, ...] = (96, 128, 160), *, xla: bool = True
+          ) -> list[dict[str, Any]]:
   """One row per patch size: per-part GMACs per frame (paper convention), the whole per frame and
-  per video, XLA's count of the whole, and the paper's figure where it gives one."""
+  per video, XLA's count of the whole ('xla_total_per_frame'; ``xla=False`` leaves it out and
+  compiles nothing: the papers' count alone only traces the model, a few seconds on a CPU), and
+  the paper's figure where it gives one."""
   return _table(config, patch_sizes, adafocus_costs, "total_per_frame", PAPER_GFLOPS_PER_FRAME,
-                lambda c: c.global_arch == "mobilenet_v2" and c.local_arch == "resnet50")
+                lambda c: c.global_arch == "mobilenet_v2" and c.local_arch == "resnet50", xla)
 
 
-def _print_table(rows: list[dict[str, Any]], num_frames: int) -> None:
-  print(f"| P | global CNN | policy | local CNN | classifier | crop | per frame | per video (T={num_frames}) "
-        "| XLA count per frame | paper per frame | vs paper |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|")
+def format_table(rows: list[dict[str, Any]], num_frames: int) -> str:
+  """``table``'s rows as a markdown table (GMACs; ``num_frames`` labels the per-video column);
+  '-' where a row has no XLA count (``xla=False``) or no published figure."""
+  lines = [f"| P | global CNN | policy | local CNN | classifier | crop | per frame | per video "
+           f"(T={num_frames}) | XLA count per frame | paper per frame | vs paper |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in rows:
     paper = f"{r['paper_per_frame']:.3f}" if "paper_per_frame" in r else "-"
     diff = f"{100 * r['diff_vs_paper']:+.1f}%" if "diff_vs_paper" in r else "-"
-    print(f"| {r['patch']} | {r['global_cnn']:.3f} | {r['policy']:.4f} | {r['local_cnn']:.3f} | "
-          f"{r['classifier']:.4f} | {r['crop']:.4f} | {r['total_per_frame']:.3f} | "
-          f"{r['total_per_video']:.1f} | {r['xla_total_per_frame']:.3f} | {paper} | {diff} |")
+    xla = f"{r['xla_total_per_frame']:.3f}" if "xla_total_per_frame" in r else "-"
+    lines.append(f"| {r['patch']} | {r['global_cnn']:.3f} | {r['policy']:.4f} | "
+                 f"{r['local_cnn']:.3f} | {r['classifier']:.4f} | {r['crop']:.4f} | "
+                 f"{r['total_per_frame']:.3f} | {r['total_per_video']:.1f} | {xla} | {paper} | "
+                 f"{diff} |")
+  return "\n".join(lines)
+
+
+def _print_table(rows: list[dict[str, Any]], num_frames: int) -> None:
+  print(format_table(rows, num_frames))
 
 
 def main(argv: Any = None) -> int:

@@ -77,13 +77,17 @@ def _class_names(config: Any) -> list[str]:
   return [str(i) for i in range(config.model.num_classes)]
 
 
-def predict_video(workdir: str, video: str, q: float = 1.0, which: str = "best") -> dict:
-  """Per-step top-5, the early-exit step and, per frame in model order, its step and patch box."""
+def predict_video(workdir: str, video: str, q: float = 1.0, which: str = "best",
+                  run: tuple[Any, Any] | None = None) -> dict:
+  """Per-step top-5, the early-exit step and, per frame in model order, its step and patch box.
+
+  ``run``: the ``(config, model)`` that ``load_run(workdir, which)`` returns, to predict several
+  videos without restoring the checkpoint each time (``which`` is then unused)."""
   from jaxtrain.inference import batched_apply
   from jaxvision import early_exit, train
   from jaxvision.models import crop as crop_lib
 
-  config, model = load_run(workdir, which)
+  config, model = load_run(workdir, which) if run is None else run
   m = config.model
   v = train.variant(m)
   frames, idx = read_clip(video, v.counts(m), m.image_size)

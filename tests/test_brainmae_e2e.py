@@ -268,3 +268,98 @@ def test_probe_freezes_encoder_and_finetune_reports_cv(tmp_path):
     trained[mode] = jax.device_get(nnx.state(model.encoder, nnx.Param))
   chex.assert_trees_all_equal(before, trained["probe"])
   assert not np.array_equal(before["roi_embed"][...], trained["full"]["roi_embed"][...])
+
+
+def test_load_run_restores_the_evaluated_model_its_errors_and_maps(tmp_path):
+  """load_run gives back the model train_and_evaluate evaluated: evaluate.reconstruction_errors
+  reproduces summary.json's held-out numbers per window, the ROI-mean baseline agrees with a direct
+  NumPy computation (also over several mask draws), and evaluate.interpretation_maps are the
+  exported maps."""
+  from jaxbrain.tasks import evaluate
+  from jaxbrain.tasks.inputs import memory_windows
+  from jaxbrain.tasks.train import load_run
+  from jaxtrain.errors import UserError
+  config = load_config(os.path.join(ROOT, "configs/brainmae.py:synthetic"), TINY + [
+      "data.synthetic.num_subjects=5", "data.synthetic.length=300", "data.synthetic.num_rois=12",
+      "data.holdout_subjects=2", "eval.fingerprint=False", "finetune.enabled=False"])
+  workdir = tmp_path / "run"
+  summary = train_and_evaluate(config, str(workdir))
+  cfg, model = load_run(str(workdir))
+  assert (cfg.model.num_rois, cfg.model.seg_len) == (12, 21)
+  win = memory_windows(cfg, load_data(cfg.data))
+  assert win.splits["heldout"] == summary["heldout_subjects"]
+  held = win.arrays("heldout", cfg.data.num_segments * cfg.model.seg_len)
+  x = held["x"]
+  train_x = win.train_sample(cfg.eval.baseline_windows, cfg.eval.mask_seed)
+  err = evaluate.reconstruction_errors(model, x, train_x, cfg,
+                                       st_ridge_kwargs=dict(ks=(0, 1), max_val_windows=16))
+  assert list(err) == ["model", "roi_mean", "linear_interp", "ridge", "st_ridge"]
+  ev = summary["eval"]
+  for name in ("model", "roi_mean", "linear_interp", "ridge"):
+    assert err[name].shape == (len(x),)
+    assert err[name].mean() == pytest.approx(ev[f"recon_mse_{name}"], rel=1e-6), name
+  assert np.all(np.isfinite(err["st_ridge"])) and err["st_ridge"].shape == (len(x),)
+
+  def roi_mean_by_hand(draws):
+    mask = evaluate.eval_mask((len(x) * draws,) + x.shape[1:3], cfg)
+    mu = train_x.astype(np.float64).mean(axis=(0, 1, 3))
+    out = np.zeros(len(x))
+    for w in range(len(x)):
+      for d in range(draws):
+        s, n = np.nonzero(mask[w * draws + d])
+        out[w] += np.mean((x[w, s, n, :].astype(np.float64) - mu[n][:, None]) ** 2) / draws
+    return out
+  np.testing.assert_allclose(err["roi_mean"], roi_mean_by_hand(1), rtol=1e-9)
+  two = evaluate.reconstruction_errors(model, x, train_x, cfg, baselines=("roi_mean",),
+                                       mask_draws=2)
+  assert set(two) == {"model", "roi_mean"}
+  np.testing.assert_allclose(two["roi_mean"], roi_mean_by_hand(2), rtol=1e-9)
+
+  maps = evaluate.interpretation_maps(model, cfg)
+  assert set(maps) == {"roi_similarity", "roi_attention_0", "roi_attention_1"}  # tse_depth=2
+  for name, m in maps.items():
+    np.testing.assert_allclose(m, np.load(workdir / "interpret" / f"{name}.npy"), rtol=1e-6)
+  np.testing.assert_allclose(np.diag(maps["roi_similarity"]), 1.0, atol=1e-5)
+  emb = np.asarray(model.roi_embeddings(), np.float64)
+  emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+  np.testing.assert_allclose(maps["roi_similarity"], emb @ emb.T, atol=1e-5)  # cosine similarity
+  for layer in (0, 1):
+    att = maps[f"roi_attention_{layer}"]
+    np.testing.assert_allclose(att.sum(axis=1), 1.0, atol=1e-5)  # where each ROI attends
+    np.testing.assert_allclose(np.diag(att), 0.0, atol=1e-6)     # self-loops removed
+
+  with pytest.raises(ValueError, match="oracle"):
+    evaluate.reconstruction_errors(model, x, train_x, cfg, baselines=("oracle",))
+  with pytest.raises(UserError, match="no summary.json"):
+    load_run(str(tmp_path / "nothing"))
+
+
+def test_reconstruction_intervals_are_paired_hierarchical_bootstraps():
+  from jaxbrain.evaluation import statistics
+  from jaxbrain.tasks import evaluate
+  rng = np.random.default_rng(0)
+  groups = np.repeat(np.arange(6), 5)  # 6 subjects x 5 windows
+  a = rng.normal(1.0, 0.2, 30) + np.repeat(rng.normal(0, 0.2, 6), 5)
+  other = rng.normal(1.0, 0.2, 30)
+  errors = {"model": a, "worse": a + 0.25, "other": other}
+  r = evaluate.reconstruction_intervals(errors, groups, num_resamples=4000, seed=3)
+  assert (r["num_windows"], r["num_subjects"]) == (30, 6)
+  assert set(r["contrasts"]) == {"worse", "other"}
+  worse = r["contrasts"]["worse"]
+  assert worse["diff"]["lo"] == pytest.approx(-0.25) and worse["diff"]["hi"] == pytest.approx(-0.25)
+  assert worse["verdict"] == "win"
+  assert worse["relative_pct"]["mean"] == pytest.approx(100 * (a.mean() / (a.mean() + 0.25) - 1))
+  assert r["methods"]["other"] == statistics.mean_ci(other, groups, num_resamples=4000, seed=3)
+  # Against an independent two-stage bootstrap (subjects, then their windows), other draws.
+  draws = np.random.default_rng(9)
+  means = []
+  for _ in range(4000):
+    subjects = draws.integers(0, 6, 6)
+    means.append(np.mean([a[s * 5 + draws.integers(0, 5, 5)] for s in subjects]))
+  lo, hi = np.quantile(means, [0.025, 0.975])
+  assert r["methods"]["model"]["lo"] == pytest.approx(lo, abs=0.02)
+  assert r["methods"]["model"]["hi"] == pytest.approx(hi, abs=0.02)
+  with pytest.raises(ValueError, match="shape"):
+    evaluate.reconstruction_intervals({"model": a, "bad": a[:5]}, groups)
+  with pytest.raises(ValueError, match="reference"):
+    evaluate.reconstruction_intervals({"x": a}, groups)

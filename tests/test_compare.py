@@ -140,3 +140,78 @@ def test_bad_config_is_one_line(tmp_path, capsys):
   assert compare.main(argv) == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "oracle" in err[0]
+
+
+def test_every_family_sees_the_brainmae_data_section():
+  """One data section (config.brainmae.data) names the subjects of every row; ST-MAE keeps its own
+  windows. The built-in configs are unchanged by this (same sections, same cell digests), and a
+  change of data redoes the ST-MAE cells too."""
+  for variant in ("default", "smoke", "full"):
+    config = compare_config.get_config(variant)
+    assert compare.family_config(config, "stmae").to_dict() == config.stmae.to_dict()
+    assert compare.family_config(config, "brainmae").to_dict() == config.brainmae.to_dict()
+  config = compare_config.get_config("smoke")
+  before = {name: compare.cell_key(config, name) for name in ["baselines", *config.rows]}
+  config.brainmae.data.update(dict(source="folder", path="/data/mine", tr=2.0, resample_tr=0.72))
+  st = compare.family_config(config, "stmae")
+  assert (st.data.source, st.data.path, st.data.tr, st.data.resample_tr) == (
+      "folder", "/data/mine", 2.0, 0.72)
+  assert (st.data.num_segments, st.data.stride_frames) == (
+      config.stmae.data.num_segments, config.stmae.data.stride_frames)
+  assert config.stmae.data.source == "hcp"  # the config itself is left as it was
+  for name, key in before.items():
+    assert compare.cell_key(config, name) != key, name
+
+
+def _write_scans(folder, num_subjects=6, num_rois=20, tr=2.0):
+  """Synthetic subjects as a scanner at TR ``tr`` would record them, one file per subject in the
+  formats a user has (.npy [ROI, time], .csv [time, ROI], .mat 'tc'); returns the ids."""
+  import scipy.io
+  from jaxbrain.data.preprocess import resample
+  from jaxbrain.data.synthetic import make_synthetic
+  folder.mkdir()
+  subjects, _ = make_synthetic(num_subjects, num_rois, 600, tr=0.72, seed=3)
+  for i, s in enumerate(subjects):
+    x = resample(s.timeseries, 0.72, tr)
+    if i % 3 == 0:
+      np.save(folder / f"{s.id}.npy", x)
+    elif i % 3 == 1:
+      np.savetxt(folder / f"{s.id}.csv", x.T, delimiter=",",
+                 header=",".join(f"roi{j}" for j in range(num_rois)), comments="")
+    else:
+      scipy.io.savemat(folder / f"{s.id}.mat", {"tc": x})
+  return [s.id for s in subjects]
+
+
+@pytest.mark.slow
+def test_comparison_on_a_folder_of_scans_at_another_tr(tmp_path):
+  """jaxbrain.compare on a user's folder (20 ROIs at TR 2 s, resampled to 0.72 s): BrainMAE and
+  ST-MAE rows, the baselines and the labelled tasks (the synthetic cohort, 94 ROIs) all run."""
+  ids = _write_scans(tmp_path / "scans")
+  config = compare_config.get_config("smoke")
+  config.brainmae.data.update(dict(source="folder", path=str(tmp_path / "scans"), tr=2.0,
+                                   resample_tr=0.72))
+  config.protocol.folds = 2
+  config.cross_tr = ()
+  config.fingerprint_segments = (1,)
+  config.rows = type(config.rows)({"brainmae_prior": {"linear_prior": True},
+                                   "stmae": {"name": "stmae"}})
+  workdir = str(tmp_path / "cmp")
+  summary = compare.train_and_evaluate(config, workdir)
+  assert summary["subjects"] == ids and summary["tr_s"] == 0.72
+  assert list(summary["reconstruction"]) == ["native"]
+  native = summary["reconstruction"]["native"]
+  assert set(native["methods"]) == {"roi_mean", "linear_interp", "ridge", "st_ridge",
+                                    "brainmae_prior"}
+  # 216 volumes at TR 2 s = 600 frames at 0.72 s: 7 BrainMAE windows of 84 frames per subject,
+  # 3 ST-MAE windows of 168.
+  assert (native["num_subjects"], native["num_windows"]) == (6, 6 * 7)
+  st = summary["fc_reconstruction"]["native"]["stmae"]
+  assert (st["num_subjects"], st["num_windows"]) == (6, 6 * 3)
+  for m in [*native["methods"].values()]:
+    assert m["mse"]["lo"] <= m["mse"]["mean"] <= m["mse"]["hi"]
+  assert summary["labelled"]["class"]["num_subjects"] == 6
+  with open(os.path.join(workdir, "comparison.md")) as f:
+    md = f.read()
+  assert "native TR 0.72 s" in md and "stmae" in md
+  assert os.path.getsize(os.path.join(workdir, "comparison.png")) > 0

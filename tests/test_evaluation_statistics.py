@@ -53,3 +53,17 @@ def test_mean_ci_covers_and_bad_input():
     statistics.resample_weights(np.zeros((2, 2)))
   with pytest.raises(ValueError, match="items"):
     statistics.resampled_means(np.zeros(3), np.ones((4, 5)))
+
+
+def test_paired_contrast_relative_change_and_shapes():
+  rng = np.random.default_rng(6)
+  b = rng.uniform(1.0, 2.0, size=24)
+  a = 0.9 * b  # every item 10% better: the relative interval has no width
+  w = statistics.resample_weights(np.repeat(np.arange(6), 4), 1000, seed=7)
+  c = statistics.paired_contrast(a, b, w, relative=True)
+  assert c["relative_pct"]["lo"] == pytest.approx(-10.0) and c["relative_pct"]["hi"] == pytest.approx(-10.0)
+  assert c["diff"]["mean"] == pytest.approx(a.mean() - b.mean()) and c["verdict"] == "win"
+  assert "relative_pct" not in statistics.paired_contrast(a, b, w)
+  assert statistics.paired_contrast(a, b, w, lower_is_better=False)["verdict"] == "loss"
+  with pytest.raises(ValueError, match="same items"):
+    statistics.paired_contrast(a, b[:5], w)

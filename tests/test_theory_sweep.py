@@ -99,6 +99,25 @@ def test_rows_recipes_k_max_and_shared_draws(tmp_path):
   assert (tmp_path / "curves.png").exists()
 
 
+def test_plots_leave_the_matplotlib_backend_and_pyplot_alone(tmp_path):
+  """Writing nstar.png and curves.png neither switches the process's backend nor opens pyplot
+  figures, so a notebook that runs a sweep still shows its own figures inline afterwards."""
+  import matplotlib
+  import matplotlib.pyplot as plt
+  from PIL import Image
+  previous = matplotlib.get_backend()
+  matplotlib.use("svg")  # not Agg, so that a switch to Agg would show
+  try:
+    figures = plt.get_fignums()
+    sweep.run_sweep(tiny(), str(tmp_path))
+    assert matplotlib.get_backend() == "svg" and plt.get_fignums() == figures
+  finally:
+    matplotlib.use(previous)
+  for name in ("nstar.png", "curves.png"):
+    with Image.open(tmp_path / name) as im:
+      assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
+
+
 def test_cli_reports_bad_config_and_unknown_key(capsys, tmp_path):
   rc = sweep.main(["--config=configs/dsd.py:smoke", "--config.ks=(0,4)", f"--workdir={tmp_path}"])
   assert rc == 2 and "ks" in capsys.readouterr().err

@@ -375,6 +375,23 @@ def test_builtin_labels_and_centres_match_the_digits(tiny):
         assert np.abs(got - centre[t]).max() < 3.5, (split, info, t, got, centre[t])
 
 
+def test_builtin_load_example_is_the_stored_clip(tiny):
+  """``load_example``: every frame of a stored example in time order, its centres and label, as
+  the list file, the frame folder and centers.npy hold them; a bad split or index is one error."""
+  recs = lists.parse_list(tiny / "test.txt")
+  centres = builtin.load_centers(tiny, "test")
+  for i, r in enumerate(recs):
+    ex = builtin.load_example(tiny, "test", i)
+    assert ex["frames"].shape == (4, 64, 64, 3) and ex["frames"].dtype == np.uint8
+    np.testing.assert_array_equal(ex["frames"], lists.read_clip(r, range(4)))
+    np.testing.assert_array_equal(ex["centers"], centres[i])
+    assert ex["label"] == r.label and isinstance(ex["label"], int)
+  with pytest.raises(DataError, match="no index 2"):
+    builtin.load_example(tiny, "test", 2)
+  with pytest.raises(DataError, match="no split 'dev'"):
+    builtin.load_example(tiny, "dev", 0)
+
+
 def _files(root: Path) -> dict[str, bytes]:
   return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 

@@ -91,6 +91,19 @@ def test_predict_on_a_generated_mp4(smoke_run):
   assert (tmp / "pred" / "patches.gif").stat().st_size > 0
 
 
+def test_predict_video_with_a_loaded_run_gives_the_same_prediction(smoke_run):
+  """``predict_video(..., run=load_run(...))`` (several videos, one restore) predicts exactly what
+  restoring the run itself gives."""
+  from jaxvision import predict
+  workdir, _, tmp = smoke_run
+  video = str(_video(tmp / "clip_loaded.mp4", 10))
+  config, model = predict.load_run(str(workdir), "latest")
+  got = predict.predict_video(str(workdir), video, which="latest", run=(config, model))
+  want = predict.predict_video(str(workdir), video, which="latest")
+  np.testing.assert_array_equal(got.pop("frames"), want.pop("frames"))
+  assert got == want and len(got["boxes"]) == 4 and got["exit_step"] is not None
+
+
 def test_tsm_smoke_run_scores_both_stages(tsm_run):
   workdir, data, _ = tsm_run
   assert (data / "meta.json").exists()

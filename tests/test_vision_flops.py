@@ -41,3 +41,23 @@ def test_tsm_variant_costs_agree_with_the_official_figures_within_1_percent():
     assert costs["total_per_video"] / 1e9 == pytest.approx(flops.PAPER_TSM_GFLOPS_PER_VIDEO[p],
                                                             rel=0.01), variant
     assert costs["global_cnn"] / 1e9 == pytest.approx(8 * 0.2995, rel=0.01)  # MobileNetV2 x 8
+
+
+def test_table_without_xla_compiles_nothing_and_formats_as_markdown(monkeypatch):
+  """``xla=False``: the papers' count alone (the same numbers as with XLA's count beside it),
+  nothing compiled; ``format_table`` marks the missing XLA count and published figure with '-'."""
+  config = load_config(os.path.join(ROOT, "configs/adafocusv2.py:smoke"))
+  with_xla = flops.table(config, (16, 32))
+  monkeypatch.setattr(flops, "compiled_flops", lambda *a, **k: pytest.fail("compiled"))
+  rows = flops.table(config, (16, 32), xla=False)
+  assert [r["patch"] for r in rows] == [16, 32]
+  for r, w in zip(rows, with_xla):
+    assert "xla_total_per_frame" not in r and "paper_per_frame" not in r
+    assert r == {k: v for k, v in w.items() if k != "xla_total_per_frame"}
+    assert r["total_per_video"] == pytest.approx(4 * r["total_per_frame"])
+  text = flops.format_table(rows, 4).splitlines()
+  assert len(text) == 4 and "per video (T=4)" in text[0]
+  assert text[3].startswith("| 32 |") and text[3].endswith("| - | - | - |")
+  assert f"{rows[1]['total_per_frame']:.3f}" in text[3]
+  full = flops.format_table(with_xla, 4).splitlines()[3]
+  assert f"| {with_xla[1]['xla_total_per_frame']:.3f} | - | - |" in full

@@ -290,6 +290,16 @@ def write_csv(path: str, results: list[dict[str, Any]]) -> None:
 COLORS = {"cnn": "tab:blue", "lcn": "tab:orange", "fcn": "tab:green", "fcn_linear": "tab:red"}
 
 
+def _figure(**kwargs: Any):
+  """A matplotlib Figure on its own Agg canvas: nothing goes through pyplot, so writing the plots
+  neither switches the process's backend nor touches its figures (a notebook's inline display)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  fig = Figure(**kwargs)
+  FigureCanvasAgg(fig)
+  return fig
+
+
 def _save(fig, path: str) -> None:
   write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=80))
 
@@ -297,10 +307,8 @@ def _save(fig, path: str) -> None:
 def plot(path: str, cfg: ml_collections.ConfigDict, results: list[dict[str, Any]]) -> None:
   """n* vs k (at d_ref) and vs d (at k_ref), log-log, one line per row and noise constant, the
   theorem rate dashed through each line's geometric centre; not-reached cells as open triangles."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  fig = _figure(figsize=(10, 3.8))
+  axes = fig.subplots(1, 2)
   for ax, (axis, fixed_name, fixed) in zip(axes, (("k", "d", cfg.d_ref), ("d", "k", cfg.k_ref))):
     for c in cfg.data.cs:
       for model in cfg.models:
@@ -337,24 +345,22 @@ def plot(path: str, cfg: ml_collections.ConfigDict, results: list[dict[str, Any]
     axes[0].legend(fontsize=7)
   fig.tight_layout()
   _save(fig, path)
-  plt.close(fig)
 
 
 def plot_curves(path: str, cfg: ml_collections.ConfigDict, results: list[dict[str, Any]]) -> None:
   """Seed-mean test error minus floor against n, one panel per row, one line per k at d_ref (first
   noise constant); the target eps dotted. Shows where each curve flattens onto its floor."""
   import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   c0 = cfg.data.cs[0]
-  fig, axes = plt.subplots(1, len(cfg.models), figsize=(3.2 * len(cfg.models), 3.2), squeeze=False)
+  fig = _figure(figsize=(3.2 * len(cfg.models), 3.2))
+  axes = fig.subplots(1, len(cfg.models), squeeze=False)
   for ax, model in zip(axes[0], cfg.models):
     rows = sorted((r for r in results if r["settings"]["model"] == model and r["settings"]["c"] == c0
                    and r["settings"]["d"] == cfg.d_ref), key=lambda r: r["settings"]["k"])
     for i, r in enumerate(rows):
       grid = r["settings"]["n_grid"]
       excess = np.mean(r["errors"], axis=0) - r["floor"]
-      ax.plot(grid, excess, marker=".", color=plt.cm.viridis(i / max(len(rows) - 1, 1)),
+      ax.plot(grid, excess, marker=".", color=matplotlib.colormaps["viridis"](i / max(len(rows) - 1, 1)),
               label=f"k={r['settings']['k']} (floor {r['floor']:.3f})")
     if cfg.sc.target == "excess":
       ax.axhline(cfg.sc.eps, ls=":", color="k", lw=1)
@@ -367,7 +373,6 @@ def plot_curves(path: str, cfg: ml_collections.ConfigDict, results: list[dict[st
   axes[0][0].set_ylabel("test error - floor")
   fig.tight_layout()
   _save(fig, path)
-  plt.close(fig)
 
 
 def summarize(cfg: ml_collections.ConfigDict, results: list[dict[str, Any]], wall_s: float,

@@ -38,13 +38,8 @@ def _pool(cells: dict, methods: list[str], key: str) -> dict[str, np.ndarray]:
 def _contrast(a: np.ndarray, b: np.ndarray, w: np.ndarray, level: float, lower_is_better: bool,
               relative: bool) -> dict:
   """a - b (and, with ``relative``, 100 (a - b) / b) with intervals and the verdict of a over b."""
-  ra, rb = statistics.resampled_means(a, w), statistics.resampled_means(b, w)
-  out = {"diff": statistics.interval(a.mean() - b.mean(), ra - rb, level)}
-  if relative:
-    out["relative_pct"] = statistics.interval(100 * (a.mean() / b.mean() - 1),
-                                              100 * (ra / rb - 1), level)
-  out["verdict"] = statistics.verdict(out["diff"], lower_is_better)
-  return out
+  return statistics.paired_contrast(a, b, w, level, lower_is_better=lower_is_better,
+                                    relative=relative)
 
 
 def reconstruction_summary(config: ml_collections.ConfigDict, cells: dict, set_name: str) -> dict:
@@ -203,16 +198,18 @@ def _ci(c: dict, fmt: str = "{:.3f}") -> str:
   return f"{fmt.format(c['mean'])} ({fmt.format(c['lo'])}, {fmt.format(c['hi'])})"
 
 
-def _set_title(name: str) -> str:
-  return "native TR 0.72 s" if name == "native" else f"TR {name[2:]} s, resampled back"
+def _set_title(name: str, tr: float = 0.72) -> str:
+  """A held-out set's column title: the subjects' TR (summary['tr_s']), or a cross-TR set."""
+  return f"native TR {tr:g} s" if name == "native" else f"TR {name[2:]} s, resampled back"
 
 
 def markdown(summary: dict) -> str:
   """comparison.md: the reconstruction, contrast, fingerprinting and labelled tables."""
   rec = summary["reconstruction"]
   sets = list(rec)
+  tr = float(summary.get("tr_s", 0.72))
   lines = ["### Masked reconstruction of held-out subjects (MSE, lower is better; 95% CI)", "",
-           "| method | " + " | ".join(_set_title(s) for s in sets)
+           "| method | " + " | ".join(_set_title(s, tr) for s in sets)
            + " | validation MSE | training MSE |", "|---" * (len(sets) + 3) + "|"]
   for m, v in rec["native"]["methods"].items():
     lines.append(f"| {m} | " + " | ".join(_ci(rec[s]["methods"][m]["mse"]) for s in sets)
@@ -223,7 +220,7 @@ def markdown(summary: dict) -> str:
             f"The bar (the baseline with the lowest validation error): **{bar}**. Validation and "
             "training MSE: means over folds (validation subjects; training windows, masked).", "",
             f"### Each model row minus the bar ({bar}): relative MSE change in % (95% CI), verdict",
-            "", "| row | " + " | ".join(_set_title(s) for s in sets) + " |",
+            "", "| row | " + " | ".join(_set_title(s, tr) for s in sets) + " |",
             "|---" * (len(sets) + 1) + "|"]
   for r in rec["native"]["contrasts"]:
     cells = []
@@ -235,14 +232,14 @@ def markdown(summary: dict) -> str:
   for r in (fcr.get("native") or {}):
     n = fcr["native"][r]
     lines += ["", f"### Masked reconstruction of held-out dynamic FC: {r} (lower is better; 95% CI)",
-              "", "| method | " + " | ".join(f"{m}, {_set_title(s)}" for s in fcr
+              "", "| method | " + " | ".join(f"{m}, {_set_title(s, tr)}" for s in fcr
                                              for m in ("FC-row MSE", "edge BCE")) + " |",
               "|---" * (2 * len(fcr) + 1) + "|"]
     for m in n["methods"]:
       lines.append(f"| {r if m == 'model' else f'{r} {m}'} | " + " | ".join(
           _ci(fcr[s][r]["methods"][m][k]) for s in fcr for k in FC_METRICS) + " |")
     lines += ["", f"{r} minus each (relative change in %, 95% CI, verdict):", "",
-              "| minus | " + " | ".join(f"{m}, {_set_title(s)}" for s in fcr
+              "| minus | " + " | ".join(f"{m}, {_set_title(s, tr)}" for s in fcr
                                         for m in ("FC-row MSE", "edge BCE")) + " |",
               "|---" * (2 * len(fcr) + 1) + "|"]
     for m in n["contrasts"]:
@@ -292,9 +289,10 @@ def plot(path: str, summary: dict) -> None:
   """comparison.png: bars with 95% intervals for each reconstruction set and fingerprint length."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
-  panels = [(f"Reconstruction MSE, {_set_title(s)}", {m: v["mse"] for m, v in r["methods"].items()})
+  tr = float(summary.get("tr_s", 0.72))
+  panels = [(f"Reconstruction MSE, {_set_title(s, tr)}", {m: v["mse"] for m, v in r["methods"].items()})
             for s, r in summary["reconstruction"].items()]
-  panels += [(f"Dynamic-FC reconstruction MSE, {_set_title(s)}",
+  panels += [(f"Dynamic-FC reconstruction MSE, {_set_title(s, tr)}",
               {f"{r} {m}": v["fc_mse"] for r, rv in rs.items() for m, v in rv["methods"].items()})
              for s, rs in (summary.get("fc_reconstruction") or {}).items() if s == "native"]
   panels += [(f"Fingerprinting accuracy, {k[:-3]} x 15 s", dict(f["methods"]))

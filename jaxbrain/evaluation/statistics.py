@@ -68,3 +68,20 @@ def mean_ci(values: ArrayLike, groups: ArrayLike, *, num_resamples: int = 10000,
   v = np.asarray(values, np.float64)
   w = resample_weights(groups, num_resamples, seed)
   return interval(v.mean(), resampled_means(v, w), level)
+
+
+def paired_contrast(a: ArrayLike, b: ArrayLike, weights: np.ndarray, level: float = 0.95, *,
+                    lower_is_better: bool = True, relative: bool = False) -> dict:
+  """Method ``a`` against method ``b``, scored on the same items [n], under the resamples
+  ``weights`` [R, n] (``resample_weights``): {'diff': interval of mean(a) - mean(b), 'verdict':
+  ``verdict`` of a over b} and, with ``relative``, 'relative_pct': the interval of
+  100 (mean(a) / mean(b) - 1). Both methods are resampled with the same counts (paired)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape:
+    raise ValueError(f"a and b must score the same items, got shapes {a.shape} and {b.shape}")
+  ra, rb = resampled_means(a, weights), resampled_means(b, weights)
+  out = {"diff": interval(a.mean() - b.mean(), ra - rb, level)}
+  if relative:
+    out["relative_pct"] = interval(100 * (a.mean() / b.mean() - 1), 100 * (ra / rb - 1), level)
+  out["verdict"] = verdict(out["diff"], lower_is_better)
+  return out

@@ -1,21 +1,26 @@
 """Evaluations of a pretrained BrainMAE on subjects held out of pretraining.
 
 - masked reconstruction against three baselines (per-ROI mean, linear interpolation in time, ridge
-  from the visible ROIs of the same segment), all scored on the same masks;
+  from the visible ROIs of the same segment), all scored on the same masks (``summary.json``); and,
+  for notebooks and reports, per-window errors of the model and four baselines (the same three and
+  the spatio-temporal ridge) with paired bootstrap intervals (``reconstruction_errors``,
+  ``reconstruction_intervals``);
 - subject fingerprinting from frozen embeddings (first half of each scan vs second half);
-- interpretability: ROI-embedding similarity and graph-attention maps (npy + PNG) and the test of
+- interpretability: ROI-embedding similarity and graph-attention maps (``interpretation_maps``;
+  written as npy + PNG by ``interpretability``) and the test of
   whether homologous (left/right) regions have more similar embeddings than random pairs.
 """
 from __future__ import annotations
 
 import os
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 import numpy as np
 from flax import nnx
 
 from jaxbrain.evaluation import fingerprint as fingerprint_lib
-from jaxbrain.evaluation import homology, plots, reconstruction
+from jaxbrain.evaluation import homology, plots, reconstruction, statistics
 from jaxbrain.tasks import inference
 from jaxbrain.tasks.inputs import FmriData
 from jaxtrain.errors import ConfigError
@@ -46,6 +51,87 @@ def reconstruction_eval(model: nnx.Module, test_x: np.ndarray, train_x: np.ndarr
   out["recon_model_beats_all_baselines"] = bool(
       all(out["recon_mse_model"] < out[k] for k in baselines))
   return out
+
+
+RECONSTRUCTION_BASELINES = ("roi_mean", "linear_interp", "ridge", "st_ridge")
+
+
+def reconstruction_errors(model: nnx.Module, test_x: np.ndarray, train_x: np.ndarray,
+                          config: ml_collections.ConfigDict, *,
+                          baselines: Sequence[str] = RECONSTRUCTION_BASELINES,
+                          mask_draws: int = 1, st_ridge_kwargs: Mapping[str, Any] | None = None
+                          ) -> dict[str, np.ndarray]:
+  """Per-window masked-reconstruction MSE (float64 [W]) of the model (key ``'model'``) and of
+  each baseline on windows ``test_x`` [W, S, N, L], all scored on the same masks.
+
+  Every window is masked ``mask_draws`` times (``eval_mask``: ``config.eval.mask_ratio`` of the
+  ROIs of every segment, seed ``config.eval.mask_seed``; the draws of a window are consecutive) and
+  its error is the mean over its draws. Baselines (``RECONSTRUCTION_BASELINES``), fitted on
+  ``train_x`` only: ``'roi_mean'`` (each ROI's training mean), ``'linear_interp'`` (in time, from
+  the ROI's neighbouring visible segments; ROI means where it is hidden throughout), ``'ridge'``
+  (from the visible ROIs of the same frame; penalty ``config.eval.ridge_lambda``, or chosen on a
+  held-out fifth of ``train_x`` when it is negative) and ``'st_ridge'`` (the spatio-temporal ridge,
+  which adds the ROI's own nearest visible frames; lags and penalty chosen on a held-out fifth of
+  ``train_x``). With ``mask_draws=1`` the means of 'model', 'roi_mean', 'linear_interp' and 'ridge'
+  are ``reconstruction_eval``'s numbers (every window hides the same number of cells).
+  """
+  from jaxbrain.evaluation import st_ridge
+  unknown = [b for b in baselines if b not in RECONSTRUCTION_BASELINES]
+  if unknown:
+    raise ValueError(f"baselines {unknown}: expected names from {RECONSTRUCTION_BASELINES}")
+  if mask_draws < 1:
+    raise ValueError(f"mask_draws={mask_draws}: expected a positive integer")
+  x = np.repeat(np.asarray(test_x), int(mask_draws), axis=0)
+  mask = eval_mask(x.shape[:3], config)
+  ratio = float(config.eval.mask_ratio)
+  lam = None if config.eval.ridge_lambda < 0 else float(config.eval.ridge_lambda)
+
+  def ridge_fit():
+    kw = {} if lam is not None else {"mask_ratio": float(mask.mean())}  # as baseline_errors
+    return reconstruction.fit_ridge(train_x, lam, **kw)
+
+  predict = {
+      "roi_mean": lambda: reconstruction.roi_mean(x, mask, train_x),
+      "linear_interp": lambda: reconstruction.linear_interp(
+          x, mask, fallback=reconstruction.roi_means(train_x)),
+      "ridge": lambda: reconstruction.ridge_predict(x, mask, ridge_fit()),
+      "st_ridge": lambda: st_ridge.st_ridge_predict(x, mask, st_ridge.fit_st_ridge(
+          train_x, **{"mask_ratio": ratio, "seed": int(config.eval.mask_seed),
+                   **(st_ridge_kwargs or {})})),
+      "model": lambda: inference.reconstruct(model, x, mask, int(config.eval.batch_size)),
+  }
+  out = {}
+  for name in ("model", *baselines):
+    per_draw = reconstruction.masked_mse_per_window(predict[name](), x, mask)
+    out[name] = per_draw.reshape(-1, int(mask_draws)).mean(axis=1)
+  return out
+
+
+def reconstruction_intervals(errors: Mapping[str, np.ndarray], groups: np.ndarray, *,
+                             reference: str = "model", num_resamples: int = 10000,
+                             level: float = 0.95, seed: int = 0) -> dict:
+  """Bootstrap intervals of per-window errors (``reconstruction_errors``): resamples of the
+  subjects, then of each drawn subject's windows (``statistics.resample_weights`` with
+  ``groups`` [W], each window's subject), shared by every method so that differences are paired.
+
+  Returns {'methods': {method: {'mean', 'lo', 'hi'}}, 'contrasts': {other method: reference
+  minus it, ``statistics.paired_contrast``: 'diff', 'relative_pct' (% of the other's MSE) and
+  'verdict' ('win' / 'loss' only when the interval of the difference excludes 0, else 'tie')},
+  'num_windows', 'num_subjects'}.
+  """
+  if reference not in errors:
+    raise ValueError(f"reference {reference!r} is not one of the methods {list(errors)}")
+  groups = np.asarray(groups)
+  for name, v in errors.items():
+    if np.shape(v) != groups.shape:
+      raise ValueError(f"errors[{name!r}] has shape {np.shape(v)} but groups has {groups.shape}")
+  w = statistics.resample_weights(groups, num_resamples, seed)
+  methods = {m: statistics.interval(float(np.mean(v)), statistics.resampled_means(v, w), level)
+             for m, v in errors.items()}
+  contrasts = {m: statistics.paired_contrast(errors[reference], v, w, level, relative=True)
+               for m, v in errors.items() if m != reference}
+  return {"methods": methods, "contrasts": contrasts, "num_windows": int(groups.size),
+          "num_subjects": int(len(np.unique(groups)))}
 
 
 def _prepare_fingerprint(emb: np.ndarray, subj: np.ndarray, parts: np.ndarray, start: np.ndarray,
@@ -99,20 +185,35 @@ def fingerprint_eval(model: nnx.Module, arrays: dict[str, np.ndarray], num_frame
   return out
 
 
+def interpretation_maps(model: nnx.Module, config: ml_collections.ConfigDict
+                        ) -> dict[str, np.ndarray]:
+  """The model's input-independent ROI x ROI maps, float32 [N, N] each: ``'roi_similarity'``
+  (cosine similarity of the learned ROI embeddings, ``model.roi_similarity()``) and, when
+  ``config.model.embedding_attention`` is on (BrainMAE), ``'roi_attention_<layer>'`` for every
+  graph-attention layer of the transient-state encoder (head-averaged softmax of
+  q(e_i).k(e_j) / sqrt(d), self-loops removed: ``model.roi_attention(layer)``; row i is where ROI i
+  attends, rows sum to 1). ``interpretability`` writes these maps as .npy and .png."""
+  out = {"roi_similarity": np.asarray(model.roi_similarity(), np.float32)}
+  if config.model.get("embedding_attention", False):
+    for layer in range(len(model.ga_blocks)):
+      out[f"roi_attention_{layer}"] = np.asarray(model.roi_attention(layer), np.float32)
+  return out
+
+
 def interpretability(model: nnx.Module, data: FmriData, workdir: str,
                      config: ml_collections.ConfigDict) -> dict:
-  """Exports ROI-embedding similarity and attention maps; tests homologous-pair similarity."""
+  """Exports ROI-embedding similarity and attention maps (``interpretation_maps``); tests
+  homologous-pair similarity."""
   folder = os.path.join(workdir, "interpret")
-  sim = np.asarray(model.roi_similarity())
+  maps = interpretation_maps(model, config)
+  sim = maps.pop("roi_similarity")
   out = {"roi_similarity": plots.save_matrix(os.path.join(folder, "roi_similarity"), sim,
                                              data.region_names, title="ROI-embedding similarity",
                                              cmap="RdBu_r", vmin=-1, vmax=1)["png"]}
-  if config.model.get("embedding_attention", False):
-    for layer in range(len(model.ga_blocks)):
-      att = np.asarray(model.roi_attention(layer))
-      out[f"roi_attention_{layer}"] = plots.save_matrix(
-          os.path.join(folder, f"roi_attention_{layer}"), att, data.region_names,
-          title=f"Graph attention, TSE layer {layer}", cmap="viridis")["png"]
+  for name, att in maps.items():
+    layer = name.rsplit("_", 1)[1]
+    out[name] = plots.save_matrix(os.path.join(folder, name), att, data.region_names,
+                                  title=f"Graph attention, TSE layer {layer}", cmap="viridis")["png"]
   if data.homologous_pairs and config.model.get("roi_embedding", "learned") == "learned":
     test = homology.homology_test(sim, data.homologous_pairs, n_perm=config.eval.num_permutations,
                                   seed=config.seed)

@@ -27,7 +27,8 @@ def labelled_cells(config: ml_collections.ConfigDict, row: ml_collections.Config
                    workdir: str, modes: Sequence[str] | None = None) -> dict:
   """{column: {'task', 'subject' [n], 'label' [n], 'predictions': {method: [n, C] or [n]}}} for
   every target of ``config.labelled``; ``row`` is the row's config to pretrain (BrainMAE or
-  ST-MAE), ``modes`` those to run (default ``config.labelled.modes``)."""
+  ST-MAE; its model shapes are the cohort's: ``row.data.synthetic``'s ROIs and TR, whatever data
+  the row was built for), ``modes`` those to run (default ``config.labelled.modes``)."""
   lc = config.labelled
   cfg = copy.deepcopy(row)
   cfg.data.source = "synthetic"
@@ -39,6 +40,9 @@ def labelled_cells(config: ml_collections.ConfigDict, row: ml_collections.Config
                                     num_classes=syn.num_classes, seed=syn.seed)
   unlabelled = inputs.FmriData(subjects[:int(lc.pretrain_subjects)])
   data = inputs.FmriData(subjects[int(lc.pretrain_subjects):], labels)
+  # The row's recipe on the cohort's shapes: the row's own data (e.g. a user's folder) may have
+  # other ROIs or another TR than the synthetic cohort.
+  cfg.model.num_rois = cfg.model.seg_len = 0
   cfg = with_data_shapes(cfg, subjects[0].num_rois, inputs.frames_per_segment(cfg.data, subjects))
 
   split = split_subjects(unlabelled.ids, {"val": 1}, seed=int(cfg.seed))

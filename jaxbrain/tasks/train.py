@@ -1,7 +1,10 @@
-"""``train_and_evaluate(config, workdir)``: pretrain BrainMAE or ST-MAE, evaluate, optionally fine-tune."""
+"""``train_and_evaluate(config, workdir)``: pretrain BrainMAE or ST-MAE, evaluate, optionally fine-tune;
+``load_run(workdir)``: the config and pretrained model of a finished run."""
 from __future__ import annotations
 
 import copy
+import json
+import os
 import time
 
 import jax
@@ -11,7 +14,7 @@ from flax import nnx
 from jaxbrain.tasks import evaluate, finetune, inputs, pretrain
 from jaxtrain import metrics as metrics_lib
 from jaxtrain.config import get
-from jaxtrain.errors import ConfigError
+from jaxtrain.errors import ConfigError, UserError
 
 
 def with_data_shapes(config: ml_collections.ConfigDict, num_rois: int, seg_len: int
@@ -87,3 +90,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       sections["finetune"] = finetune.cross_validate(config, workdir, win.data, nnx.state(model))
   return metrics_lib.write_summary(workdir, config, result, wall_time_s=time.perf_counter() - t0,
                                    **sections)
+
+
+def load_run(workdir: str, which: str = "best") -> tuple[ml_collections.ConfigDict, nnx.Module]:
+  """(config, pretrained model in eval mode) of a finished ``train_and_evaluate`` run: the config
+  of its ``summary.json`` (model shapes filled in from the data) and its checkpoint: the best one
+  by ``train.best_metric`` when ``which='best'`` and the run kept one, else the latest. The model
+  is BrainMAE or ST-MAE as the config says; its ``roi_similarity()`` and, for BrainMAE,
+  ``roi_attention(layer)`` are the maps of ``evaluate.interpretation_maps``. Raises UserError for a
+  folder without summary.json or checkpoint."""
+  from jaxtrain import checkpoint as ckpt_lib, loop
+  if which not in ("best", "latest"):
+    raise ValueError(f"which={which!r}: expected 'best' or 'latest'")
+  path = os.path.join(workdir, "summary.json")
+  if not os.path.exists(path):
+    raise UserError(f"{workdir}: no summary.json (run train_and_evaluate / python -m "
+                    "jaxbrain.main there first)")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f)["config"])
+  latest, best = loop.checkpoint_dirs(workdir, config.train)
+  folders = [best, latest] if which == "best" else [latest]
+
+  def has_step(folder: str) -> bool:
+    if not ckpt_lib.exists(folder):
+      return False
+    ckpt = ckpt_lib.Checkpointer(folder, keep=None)
+    try:
+      return ckpt.latest_step() is not None
+    finally:
+      ckpt.close()
+  folder = next((f for f in folders if has_step(f)), None)
+  if folder is None:
+    raise UserError(f"{workdir}: no checkpoint in {' or '.join(folders)}")
+  model, _ = loop.restore_model(config, pretrain.pretrain_task(config), folder)
+  model.eval()
+  return config, model

@@ -372,6 +372,24 @@ def load_centers(root: str | os.PathLike, split: str) -> np.ndarray:
   return np.load(Path(root) / split / "centers.npy")
 
 
+def load_example(root: str | os.PathLike, split: str, index: int) -> dict[str, Any]:
+  """One stored example as built, before any sampling or transform: ``frames`` uint8
+  ``[T, S, S, 3]`` (every frame, in time order), the digit's ``centers`` float32 ``[T, 2]`` (y, x;
+  pixel-edge coordinates) and its ``label`` (int). E.g. to write it as a video file for
+  ``jaxvision.predict`` (``jaxvision.data.write_video``), or to look at it."""
+  meta = load_meta(root)
+  if split not in meta["splits"]:
+    raise DataError(f"{root}: no split {split!r}; it has {list(meta['splits'])}")
+  records = lists.parse_list(Path(root) / meta["lists"][split], template=meta["template"],
+                             start_index=meta["start_index"])
+  i = int(index)
+  if not 0 <= i < len(records):
+    raise DataError(f"{root}: split {split!r} has {len(records)} examples, no index {index}")
+  r = records[i]
+  return {"frames": lists.read_clip(r, range(r.num_frames)),
+          "centers": load_centers(root, split)[i], "label": int(r.label)}
+
+
 def clips(root: str | os.PathLike, split: str, *, num_frames: int | None = None,
           train: bool | None = None, seed: int = 0, **kwargs: Any) -> VideoClips:
   """``VideoClips`` over a split (``num_frames`` defaults to the stored T, ``train`` to
