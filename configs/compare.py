@@ -31,8 +31,8 @@ subjects' TR as loaded.
 
 Variants:
   (default)  Small BrainMAE rows (d=32) trained 600 steps each and a small ST-MAE row (hidden 64,
-             300 steps), 3 folds, the synthetic labelled cohort: 14-22 min on 2 CPU cores (the
-             default's cells took 21.6 min in the measured run). Expected (README.md, generated
+             300 steps), 3 folds, the synthetic labelled cohort: 13-22 min on 2 CPU cores (12 min 45 s
+             on 2026-12-04; 21.6 min on a slower day). Expected (README.md, generated
              by this command): the spatio-temporal ridge is the bar; BrainMAE with the linear
              prior ties it at the native TR (+0.2%, CI -0.1..+0.5%) and loses after a TR change;
              the paper's model loses by 25%; ST-MAE loses to the training-mean graph at masked
