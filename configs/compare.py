@@ -41,6 +41,8 @@ Variants:
   smoke      Tiny and short: checks the pipeline (tests), not the result.
   full       The `brainmae` demo model (d=64, batch 32, 1500 steps) in every BrainMAE row, plus
              the `brainmae` row (temporal attention, no prior) and the paper's other ablations.
+  full_prior The `full` variant's baselines and `brainmae_prior` row alone (the same cells, so a
+             later `full` run in the same workdir reuses them), without the labelled tasks.
 """
 import ml_collections
 
@@ -125,7 +127,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                        no_embedding_attention={"embedding_attention": False},  # ablations
                        fixed_roi_embedding={"roi_embedding": "fixed"},
                        self_loops={"self_loops": True}))
+  elif variant == "full_prior":  # the `full` variant's cells of our row alone, no labelled tasks
+    c = get_config("full")
+    c.name = "compare:full_prior"
+    c.rows = ml_collections.ConfigDict({"brainmae_prior": c.rows.brainmae_prior.to_dict()})
+    c.reference_rows = ("brainmae_prior",)
+    c.labelled.enabled = False
   elif variant != "default":
     raise ValueError(f"unknown variant {variant!r} of configs/compare.py; "
-                     "expected one of: default, smoke, full")
+                     "expected one of: default, smoke, full, full_prior")
   return c

@@ -215,3 +215,12 @@ def test_comparison_on_a_folder_of_scans_at_another_tr(tmp_path):
     md = f.read()
   assert "native TR 0.72 s" in md and "stmae" in md
   assert os.path.getsize(os.path.join(workdir, "comparison.png")) > 0
+
+
+def test_full_prior_variant_computes_the_full_variants_cells_of_our_row():
+  full, part = compare_config.get_config("full"), compare_config.get_config("full_prior")
+  assert list(part.rows) == ["brainmae_prior"] and not part.labelled.enabled
+  for name in ("baselines", "brainmae_prior"):
+    assert compare.cell_key(part, name) == compare.cell_key(full, name), name
+  assert compare.cell_key(part, "brainmae_prior") != compare.cell_key(
+      compare_config.get_config(), "brainmae_prior")  # the default's smaller model
