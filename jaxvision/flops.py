@@ -130,7 +130,9 @@ def adafocus_costs(model_cfg: Any, count: str = "matmul") -> dict[str, float]:
   ``count='matmul'``: convolutions and matrix products, the papers' convention; the crop is
   counted as bilinear sampling (4 taps per output value), as the published figures assume.
   ``count='xla'``: XLA's cost analysis of the compiled parts; the crop as this project runs it
-  (two small matmuls per frame, more MACs than 4 taps but fast on accelerators).
+  (two small matmuls per frame, more MACs than 4 taps but fast on accelerators). With
+  ``glance_size`` < ``image_size`` the global CNN is costed at glance_size (its average pooling
+  multiplies nothing and is left out).
   """
   from jaxvision.models import adafocus_v2 as afv2
 
@@ -139,7 +141,7 @@ def adafocus_costs(model_cfg: Any, count: str = "matmul") -> dict[str, float]:
   with nnx.use_eager_sharding(False):
     model = nnx.eval_shape(lambda: afv2.AdaFocusV2(c, rngs=nnx.Rngs(0)))
   f32 = jax.numpy.float32
-  frame = jax.ShapeDtypeStruct((1, s, s, 3), f32)
+  frame = jax.ShapeDtypeStruct((1,) + (afv2.glance_size(c),) * 2 + (3,), f32)  # what it sees
   fmap = jax.eval_shape(lambda m, x: m.features(x), model.global_cnn, frame)
   cg = model.global_cnn.num_features
   cl = 0 if model.local_cnn is None else model.local_cnn.num_features

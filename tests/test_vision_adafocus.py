@@ -15,7 +15,9 @@ from jaxtrain import loop
 from jaxtrain import mesh as mesh_lib
 from jaxtrain.config import load_config
 from jaxtrain.errors import ConfigError
+from jaxvision import flops
 from jaxvision.models import adafocus_v2 as afv2
+from jaxvision.models import crop as crop_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -208,9 +210,56 @@ def test_baselines_random_patches_and_global_only():
 
 
 def test_builtin_baselines_cost_what_adafocus_costs():
-  from jaxvision import flops
   cost = {v: flops.adafocus_costs(load_config(os.path.join(ROOT, f"configs/adafocusv2.py:{v}")
                                               ).model)["total_per_frame"]
           for v in ("builtin", "builtin_random", "builtin_global")}
   assert cost["builtin_random"] == pytest.approx(cost["builtin"], rel=0.03)   # minus the policy
   assert cost["builtin_global"] == pytest.approx(cost["builtin"], rel=0.03)
+
+
+def test_glance_size_pools_the_global_view_and_crops_the_full_resolution_frame():
+  """``glance_size`` < ``image_size``: the global CNN (and the policy reading it) sees the frame
+  mean-pooled in blocks (checked against NumPy in float64), the local CNN a patch cut from the
+  full-resolution frame."""
+  x = np.random.default_rng(0).normal(size=(3, 64, 64, 3))
+  want = x.reshape(3, 32, 2, 32, 2, 3).mean(axis=(2, 4))
+  np.testing.assert_allclose(afv2.downsample(jnp.asarray(x, jnp.float32), 32), want, atol=1e-5)
+  assert afv2.downsample(jnp.asarray(x, jnp.float32), 64).shape == x.shape
+
+  config = _config(glance_size=32)
+  model = _model(config)
+  model.eval()
+  frames = jnp.asarray(_frames(2, config))
+  actions = jnp.asarray(np.random.default_rng(1).uniform(size=(2, config.model.num_frames, 2)),
+                        jnp.float32)
+  out = model(frames, actions=actions)
+  xn = model.normalize(frames)
+  pooled = jnp.asarray(np.asarray(xn, np.float64).reshape(-1, 32, 2, 32, 2, 3).mean(axis=(2, 4)),
+                       jnp.float32)
+  g = jnp.mean(model.global_cnn.features(pooled), axis=(1, 2))
+  np.testing.assert_allclose(out["global_logits"].reshape(-1, 10), model.global_head(g),
+                             rtol=1e-4, atol=1e-4)
+  patches = crop_lib.crop_patches(xn, actions.reshape(-1, 2), config.model.patch_size)
+  local = jnp.mean(model.local_cnn.features(patches), axis=(1, 2))
+  np.testing.assert_allclose(out["local_logits"].reshape(-1, 10), model.local_head(local),
+                             rtol=1e-4, atol=1e-4)
+  assert model(frames)["actions"].shape == (2, config.model.num_frames, 2)  # the policy runs
+  # A glance that is not a multiple of 32: the policy reads the rounded-up map (48 px -> 2 x 2).
+  odd = _config(image_size=96, glance_size=48)
+  odd_model = _model(odd)
+  odd_model.eval()
+  assert odd_model(jnp.asarray(_frames(1, odd)))["actions"].shape == (1, odd.model.num_frames, 2)
+
+  for bad in (48, 128, -32):
+    with pytest.raises(ConfigError, match=rf"config\.model\.glance_size={bad}: expected 0 or a "
+                                          "divisor"):
+      _model(_config(glance_size=bad))
+
+
+def test_glance_size_costs_the_global_cnn_at_its_own_resolution():
+  m = _config().model
+  small = flops.adafocus_costs(ml_collections.ConfigDict(dict(m, image_size=32)))
+  both = flops.adafocus_costs(ml_collections.ConfigDict(dict(m, glance_size=32)))
+  full = flops.adafocus_costs(m)
+  assert both["global_cnn"] == small["global_cnn"] < full["global_cnn"]
+  assert both["local_cnn"] == full["local_cnn"] and both["crop"] == full["crop"]

@@ -2,6 +2,8 @@
 
 Per video of T frames [B, T, H, W, 3] (uint8 or float in [0, 255]):
   global CNN (MobileNetV2) on every whole frame -> feature map g [h, w, Cg] and pooled feature
+    (``glance_size`` < ``image_size``: on the frame average-pooled to glance_size first; the patch
+    is still cut from the full-resolution frame)
   policy (on g with gradients stopped): 1x1 conv to 64, BN, tanh, flatten, linear, BN, tanh, a GRU
     over the T frames, linear to 2, sigmoid -> patch position a_t in [0, 1]^2 (row, column)
   differentiable crop of a P x P patch at a_t (``crop.crop_patches``, grid_sample semantics)
@@ -51,6 +53,7 @@ def default_model_config() -> ml_collections.ConfigDict:
   c.num_frames = 16            # T
   c.image_size = 224
   c.patch_size = 128           # P
+  c.glance_size = 0            # the global CNN's input side; 0: image_size (the paper's setting)
   c.global_arch = "mobilenet_v2"
   c.global_width = 1.0
   c.local_arch = "resnet50"
@@ -88,13 +91,20 @@ def check_fields(c: ml_collections.ConfigDict, integers: tuple[str, ...], rates:
 def check_config(c: ml_collections.ConfigDict) -> None:
   bad = check_fields(c, ("num_classes", "num_frames", "image_size", "patch_size", "policy_hidden",
                          "classifier_hidden"), ("dropout", "fc_dropout"))
-  if c.image_size % 32 and c.patch_policy == "learned":
-    bad("image_size", "a multiple of 32 (the policy reads the global CNN's stride-32 map)")
+  g = glance_size(c)
+  if isinstance(c.get("glance_size", 0), bool) or g < 1 or c.image_size % g:
+    bad("glance_size", f"0 or a divisor of config.model.image_size={c.image_size} (the global "
+        "CNN sees the frame average-pooled by image_size / glance_size)")
   if c.patch_policy not in PATCH_POLICIES:
     bad("patch_policy", " or ".join(map(repr, PATCH_POLICIES)))
 
 
 PATCH_POLICIES = ("learned", "random", "none")
+
+
+def glance_size(c: ml_collections.ConfigDict) -> int:
+  """The side of the frames the global CNN sees: ``c.glance_size``, or ``c.image_size`` if 0."""
+  return int(c.get("glance_size", 0) or c.image_size)
 
 
 def input_order(num_frames: int) -> list[int]:
@@ -115,6 +125,16 @@ def input_order(num_frames: int) -> list[int]:
       seen.add(i)
       out.append(i)
   return out
+
+
+def downsample(x: Array, size: int) -> Array:
+  """Frames [N, H, H, C] -> [N, size, size, C] by the mean over each (H/size)^2 block (area
+  resampling: the low-pass a downscale needs, and no multiplies); H a multiple of size."""
+  f = x.shape[1] // size
+  if f == 1:
+    return x
+  n, h, w, ch = x.shape
+  return x.reshape(n, h // f, f, w // f, f, ch).astype(jnp.float32).mean(axis=(2, 4)).astype(x.dtype)
 
 
 class Dense(nnx.Module):
@@ -238,7 +258,7 @@ class AdaFocusV2(nnx.Module):
     self.local_cnn = build_backbone(c.local_arch, rngs=rngs, dtype=dt) if local else None
     cg, cl = self.global_cnn.num_features, self.local_cnn.num_features if local else 0
     self.local_head = Head(cl, c.num_classes, c.fc_dropout, rngs=rngs, dtype=dt) if local else None
-    fmap = c.image_size // 32
+    fmap = -(-glance_size(c) // 32)  # the global CNN's stride-32 map (PyTorch padding: ceil)
     self.policy = (PolicySTN(cg, fmap * fmap, c.policy_hidden, c.num_frames, rngs=rngs, dtype=dt)
                    if c.patch_policy == "learned" else None)
     self.global_head = Head(cg, c.num_classes, c.fc_dropout, rngs=rngs, dtype=dt)
@@ -261,8 +281,9 @@ class AdaFocusV2(nnx.Module):
     return x.reshape((-1,) + x.shape[2:]).astype(self.dtype)
 
   def glance(self, x: Array) -> tuple[Array, Array]:
-    """Normalised frames [N, H, W, 3] -> (global feature maps [N,h,w,C], pooled [N, C])."""
-    fmap = self.global_cnn.features(x)
+    """Normalised frames [N, H, W, 3] -> (global feature maps [N,h,w,C], pooled [N, C]), the
+    frames average-pooled to ``glance_size`` first when it is smaller."""
+    fmap = self.global_cnn.features(downsample(x, glance_size(self.config)))
     return fmap, jnp.mean(fmap.astype(jnp.float32), axis=(1, 2))
 
   def focus(self, x: Array, actions: Array | None, global_feat: Array, rngs: nnx.Rngs | None
