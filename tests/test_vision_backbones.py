@@ -357,6 +357,26 @@ def test_conv_as_tap_matmuls_matches_numpy_float64(size, k, stride):
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("size,stride", [(8, 2), (7, 2), (5, 1)])
+def test_pointwise_conv_as_matmul_matches_xla_conv_with_gradients(size, stride):
+  # ``Conv`` runs 1x1 convolutions (ResNet's strided downsampling too) as a matmul.
+  rng = np.random.default_rng(size + stride)
+  x, w = rng.normal(size=(2, size, size + 1, 5)), rng.normal(size=(1, 1, 5, 6))
+  graphdef, params = nnx.split(layers.Conv(5, 6, 1, stride=stride, rngs=nnx.Rngs(0)))
+
+  def ours(a, b):  # the module with kernel b: params hold the kernel alone
+    return nnx.merge(graphdef, jax.tree.map(lambda _: b, params))(a)
+
+  y, vjp = jax.vjp(ours, jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32))
+  np.testing.assert_allclose(np.asarray(y), np_conv(x, w, stride), rtol=1e-5, atol=1e-5)
+  dy = rng.normal(size=y.shape)
+  xla = jax.vjp(lambda a, b: jax.lax.conv_general_dilated(
+      a, b, (stride, stride), [(0, 0)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")),
+      jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32))[1](jnp.asarray(dy, jnp.float32))
+  for got, ref in zip(vjp(jnp.asarray(dy, jnp.float32)), xla):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-4, atol=1e-4)
+
+
 def np_params(module) -> dict:
   return {p: np.asarray(v.get_value(), np.float64)
           for p, v in nnx.to_flat_state(nnx.state(module, nnx.Variable))}
