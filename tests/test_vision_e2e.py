@@ -36,12 +36,15 @@ def _video(path, frames, size=(48, 64)):
   return path
 
 
-def _smoke(tmp, config):
+def _smoke(tmp, config, *overrides):
   workdir, data = tmp / "run", tmp / "data"
   proc = _run("jaxvision.main", f"--config={config}", f"--workdir={workdir}",
-              f"--config.data.dir={data}")
+              f"--config.data.dir={data}", *overrides)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return workdir, data, tmp
+
+
+TSM_QS = (0.5, 1.0, 2.0, 4.0)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,10 @@ def smoke_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tsm_run(tmp_path_factory):
-  return _smoke(tmp_path_factory.mktemp("adafocus_tsm"), "configs/adafocusv2_tsm.py:smoke")
+  # q = 4: floor(4 validation videos * 1/(1 + q)) = 0 exit at stage 1 when fitting, so the
+  # threshold is +inf and every test video must reach stage 2, whatever the logits.
+  return _smoke(tmp_path_factory.mktemp("adafocus_tsm"), "configs/adafocusv2_tsm.py:smoke",
+                f"--config.eval.early_exit_qs={TSM_QS}")
 
 
 def test_main_smoke_run(smoke_run):
@@ -117,11 +123,20 @@ def test_tsm_smoke_run_scores_both_stages(tsm_run):
   for key in ("test_score_random_patches", "test_score_center_patches", "patch_contains_digit",
               "patch_contains_digit_random"):
     assert 0.0 <= ev[key] <= 1.0, key
-  assert len(ev["early_exit"]) == 9
-  for p in ev["early_exit"]:  # the cost of a point: its exit fractions times the stage costs
+  points = ev["early_exit"]
+  assert [p["q"] for p in points] == list(TSM_QS)
+  for p in points:  # the cost of a point: its exit fractions times the stage costs
     first, second = p["exit_fractions"]
     assert p["avg_cost"] == pytest.approx(first * glance + second * whole)
-  assert ev["early_exit"][0]["exit_fractions"][0] > 0 and ev["early_exit"][-1]["avg_cost"] == whole
+  # With two stages a larger q lets fewer fitting videos exit at stage 1, so the stage-1 threshold
+  # can only rise and the cost can only grow; at q = 4 no fitting video exits (threshold +inf).
+  costs = [p["avg_cost"] for p in points]
+  assert costs == sorted(costs) and costs[0] >= glance
+  thresholds = [p["thresholds"] for p in
+                json.loads((workdir / "early_exit.json").read_text())["points"]]
+  assert thresholds[-1] == ["inf", "-inf"] and points[-1]["exit_fractions"] == [0.0, 1.0]
+  assert points[-1]["avg_cost"] == pytest.approx(whole)
+  assert all(t[0] != "inf" for t in thresholds[:-1])  # q <= 2: at least one fitting video exits
   with np.load(workdir / "test_outputs.npz") as z:
     assert z["logits"].shape == (4, 2, 10) and z["actions"].shape == (4, 2)
   assert (workdir / "best" / "best.json").exists() and (workdir / "early_exit.png").exists()
@@ -146,16 +161,17 @@ def test_tsm_predict_draws_the_one_patch_on_the_focus_frames(tsm_run):
     assert gif.n_frames == 3  # the focus frames, in time order
 
 
-@pytest.mark.parametrize("run, config", [("smoke_run", "configs/adafocusv2.py:smoke"),
-                                         ("tsm_run", "configs/adafocusv2_tsm.py:smoke")])
-def test_eval_only_reproduces_the_test_results(request, tmp_path, run, config):
+@pytest.mark.parametrize("run, config, extra", [
+    ("smoke_run", "configs/adafocusv2.py:smoke", ()),
+    ("tsm_run", "configs/adafocusv2_tsm.py:smoke", (f"--config.eval.early_exit_qs={TSM_QS}",))])
+def test_eval_only_reproduces_the_test_results(request, tmp_path, run, config, extra):
   workdir, data, _ = request.getfixturevalue(run)
   copy = tmp_path / "run"
   shutil.copytree(workdir, copy)
   before = json.loads((workdir / "summary.json").read_text())
   steps = sorted(os.listdir(copy / "checkpoints"))
   proc = _run("jaxvision.main", f"--config={config}", f"--workdir={copy}",
-              f"--config.data.dir={data}", "--config.eval.only=True")
+              f"--config.data.dir={data}", "--config.eval.only=True", *extra)
   assert proc.returncode == 0, proc.stderr[-3000:]
   after = json.loads((copy / "summary.json").read_text())
   assert after["eval_only"] and after["step"] == 4 and after["checkpoint"].endswith("checkpoints/4")
