@@ -217,6 +217,25 @@ def test_builtin_baselines_cost_what_adafocus_costs():
   assert cost["builtin_global"] == pytest.approx(cost["builtin"], rel=0.03)
 
 
+def test_small_digit_baselines_cost_at_least_what_adafocus_costs():
+  cost = {v: flops.adafocus_costs(load_config(os.path.join(ROOT, f"configs/adafocusv2.py:{v}")
+                                              ).model)
+          for v in ("builtin_small", "builtin_small_random", "builtin_small_global")}
+  ada, rand, glob = (cost[v]["total_per_frame"] for v in cost)
+  assert rand == pytest.approx(ada - cost["builtin_small"]["policy"])  # the same, minus the policy
+  assert ada <= glob <= 1.2 * ada  # the global-only baseline gets a little more, never less
+  assert cost["builtin_small"]["local_cnn"] > cost["builtin_small"]["global_cnn"]
+
+
+def test_local_cnn_width_multiplier_is_for_mobilenet_only():
+  m = _config(local_arch="mobilenet_v2").model
+  full = flops.adafocus_costs(m)["local_cnn"]
+  half = flops.adafocus_costs(ml_collections.ConfigDict(dict(m, local_width=0.5)))["local_cnn"]
+  assert 0.2 * full < half < 0.5 * full
+  with pytest.raises(ConfigError, match=r"'resnet18': width=0\.5, expected 1\.0"):
+    _model(_config(local_width=0.5))
+
+
 def test_glance_size_pools_the_global_view_and_crops_the_full_resolution_frame():
   """``glance_size`` < ``image_size``: the global CNN (and the policy reading it) sees the frame
   mean-pooled in blocks (checked against NumPy in float64), the local CNN a patch cut from the

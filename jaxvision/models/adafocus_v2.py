@@ -57,6 +57,7 @@ def default_model_config() -> ml_collections.ConfigDict:
   c.global_arch = "mobilenet_v2"
   c.global_width = 1.0
   c.local_arch = "resnet50"
+  c.local_width = 1.0          # width multiplier of a MobileNetV2 local CNN (ResNets: 1.0 only)
   c.policy_hidden = 2048       # --stn_hidden_dim
   c.classifier_hidden = 4096
   c.dropout = 0.2              # classifier heads (--dropout)
@@ -241,6 +242,9 @@ def build_backbone(arch: str, *, rngs: nnx.Rngs, dtype: Any, width: float = 1.0)
   if arch == "mobilenet_v2":
     return mobilenet_v2.MobileNetV2(rngs=rngs, width=width, dtype=dtype)
   if arch in RESNETS:
+    if width != 1.0:
+      raise ConfigError(f"backbone {arch!r}: width={width!r}, expected 1.0 (width multipliers "
+                        "are for mobilenet_v2)")
     return RESNETS[arch](rngs=rngs, dtype=dtype)
   raise ConfigError(f"backbone {arch!r}: expected 'mobilenet_v2' or one of {sorted(RESNETS)}")
 
@@ -255,7 +259,8 @@ class AdaFocusV2(nnx.Module):
     dt = jnp.dtype(c.dtype)
     self.global_cnn = build_backbone(c.global_arch, rngs=rngs, dtype=dt, width=c.global_width)
     local = c.patch_policy != "none"
-    self.local_cnn = build_backbone(c.local_arch, rngs=rngs, dtype=dt) if local else None
+    self.local_cnn = (build_backbone(c.local_arch, rngs=rngs, dtype=dt,
+                                     width=c.get("local_width", 1.0)) if local else None)
     cg, cl = self.global_cnn.num_features, self.local_cnn.num_features if local else 0
     self.local_head = Head(cl, c.num_classes, c.fc_dropout, rngs=rngs, dtype=dt) if local else None
     fmap = -(-glance_size(c) // 32)  # the global CNN's stride-32 map (PyTorch padding: ceil)
