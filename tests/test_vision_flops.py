@@ -61,3 +61,20 @@ def test_table_without_xla_compiles_nothing_and_formats_as_markdown(monkeypatch)
   assert f"{rows[1]['total_per_frame']:.3f}" in text[3]
   full = flops.format_table(with_xla, 4).splitlines()[3]
   assert f"| {with_xla[1]['xla_total_per_frame']:.3f} | - | - |" in full
+
+
+def test_paper_figures_apply_only_to_the_paper_networks_and_are_printed_for_other_configs(capsys):
+  """A config that changes what the networks see (a pooled glance, no local CNN) gets no published
+  figure beside its rows, and the command adds the paper's own model (not the config's fields
+  over it) below."""
+  config = load_config(os.path.join(ROOT, "configs/adafocusv2.py:actnet_p128"))
+  config.model.glance_size = 112
+  assert all("paper_per_frame" not in r for r in flops.table(config, (128,), xla=False))
+  assert flops.main(["--config=configs/adafocusv2.py:builtin_small_global"]) == 0
+  out = capsys.readouterr().out.split("The paper's setting")
+  assert len(out) == 2 and "| - | - |" in out[0]
+  rows = {cells[1]: cells for cells in ([c.strip() for c in line.split("|")]
+                                        for line in out[1].splitlines() if line[:3] in ("| 9", "| 1"))}
+  assert sorted(rows, key=int) == ["96", "128", "160"]
+  for p, figure in (("96", "1.101"), ("128", "1.685"), ("160", "2.436")):
+    assert rows[p][7] == rows[p][10] == figure and rows[p][11] in ("+0.0%", "-0.0%"), rows[p]
