@@ -16,7 +16,7 @@ Variants:
   builtin_global     Baseline, same cost: MobileNetV2 x1.0 alone on whole frames resized to 168
                      (189 MMACs per frame with its classifier; AdaFocus above: 185), same
                      classifier and training.
-  builtin_small      Small digits (24-36 px in the 224 px frames; data.dir data/builtin_video_small),
+  builtin_small      Small digits (24-36 px in the 224 px frames; data/builtin_video_small),
                      the setting AdaFocus is built for: the global CNN (MobileNetV2 x0.5) glances
                      at the frame average-pooled to 56 px, where a digit is 6-9 px, and the local
                      CNN (MobileNetV2 x1.0) reads a 64 px patch cut from the full 224 px frame;

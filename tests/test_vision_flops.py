@@ -73,8 +73,8 @@ def test_paper_figures_apply_only_to_the_paper_networks_and_are_printed_for_othe
   assert flops.main(["--config=configs/adafocusv2.py:builtin_small_global"]) == 0
   out = capsys.readouterr().out.split("The paper's setting")
   assert len(out) == 2 and "| - | - |" in out[0]
-  rows = {cells[1]: cells for cells in ([c.strip() for c in line.split("|")]
-                                        for line in out[1].splitlines() if line[:3] in ("| 9", "| 1"))}
+  lines = [line for line in out[1].splitlines() if line[:3] in ("| 9", "| 1")]
+  rows = {cells[1]: cells for cells in ([c.strip() for c in line.split("|")] for line in lines)}
   assert sorted(rows, key=int) == ["96", "128", "160"]
   for p, figure in (("96", "1.101"), ("128", "1.685"), ("160", "2.436")):
     assert rows[p][7] == rows[p][10] == figure and rows[p][11] in ("+0.0%", "-0.0%"), rows[p]
