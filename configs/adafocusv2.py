@@ -21,7 +21,8 @@ Variants:
                      at the frame average-pooled to 56 px, where a digit is 6-9 px, and the local
                      CNN (MobileNetV2 x1.0) reads a 64 px patch cut from the full 224 px frame;
                      36 MMACs per frame, 2000 steps of 8 videos (about 1.25 s per step alone on
-                     2 CPU cores). Expected result: README, "AdaFocusV2", built-in results.
+                     2 CPU cores). Measured (benchmarks/RESULTS.md, small digits): from scratch,
+                     it and both baselines stay at chance (10%) within these steps.
   builtin_small_random, builtin_small_global
                      Its baselines: the same network on uniformly random patches; MobileNetV2 x1.0
                      alone on whole frames resized to 72 px (41 MMACs per frame, more than
