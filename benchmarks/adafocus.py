@@ -2,6 +2,7 @@
 
   python benchmarks/adafocus.py [--batch_sizes=4,8] [--steps=3] [--dtype=float32] [--config=actnet_p128]
   python benchmarks/adafocus.py --config=tsm:ssv1_p128      # the Sth-Sth / Jester (TSM) variant
+  python benchmarks/adafocus.py --batch_sizes=4 --steps=2 --profile_top=12   # + where the step's time goes
 
 The paper's setting by default (MobileNetV2 + ResNet-50, T = 16, P = 128, 200 classes) on random
 frames; ``tsm:<variant>`` takes ``configs/adafocusv2_tsm.py`` (8 glance + 12 focus frames). Medians over ``--steps`` timed calls after a compiling one; achieved FLOP/s from XLA's cost
@@ -66,7 +67,7 @@ def random_videos(m, batch: int) -> dict:
   return {**out, "label": np.arange(batch, dtype=np.int32) % m.num_classes}
 
 
-def bench(variant: str, batch: int, steps: int, dtype: str) -> dict:
+def bench(variant: str, batch: int, steps: int, dtype: str, profile_top: int = 0) -> dict:
   config = load(variant)
   config.model.dtype = dtype
   config.train.update(dict(batch_size=batch, steps=100))
@@ -107,6 +108,16 @@ def bench(variant: str, batch: int, steps: int, dtype: str) -> dict:
     jax.block_until_ready(diag)
     times.append(time.perf_counter() - t0)
   train_s = statistics.median(times)
+  profile = []
+  if profile_top:
+    holder = [state]
+
+    def one_step():
+      holder[0], d = step_c(holder[0], batch_arrays)
+      return d
+
+    rows = perf.op_time_by_kind(one_step, step_c.as_text())
+    profile = [{"kind": k, "s": s, "count": n} for k, s, n in rows[:profile_top]]
   mem, kind = peak_memory_gib()
   frames = "+".join(str(t) for t in input_lengths(m).values())
   return {"config": variant, "dtype": dtype, "batch": batch, "T": frames, "P": m.patch_size,
@@ -115,7 +126,8 @@ def bench(variant: str, batch: int, steps: int, dtype: str) -> dict:
           "train_s_per_step": train_s, "train_steps_per_s": 1 / train_s,
           "train_gflop": train_flops / 1e9, "train_flops_per_s": train_flops / train_s,
           "compile_s": {"inference": infer_compile, "train": train_compile},
-          "peak_memory_gib": mem, "memory_kind": kind, "loss": float(diag["loss"])}
+          "peak_memory_gib": mem, "memory_kind": kind, "loss": float(diag["loss"]),
+          "train_op_time_by_kind": profile}
 
 
 def main() -> None:
@@ -126,6 +138,8 @@ def main() -> None:
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--cpu_devices", type=int, default=1)
   parser.add_argument("--matmul_size", type=int, default=2048)
+  parser.add_argument("--profile_top", type=int, default=0,
+                      help="also trace one training step and print its N most costly op kinds")
   parser.add_argument("--dry_run", action="store_true", help="parse the arguments and the config, exit")
   args = parser.parse_args()
   if args.dry_run:
@@ -135,7 +149,7 @@ def main() -> None:
   device = jax.devices()[0]
   print(f"device: {device.platform} {device.device_kind} x{jax.device_count()}", flush=True)
   rate_before = perf.matmul_flops_per_s(args.matmul_size)
-  rows = [bench(args.config, int(b), args.steps, args.dtype) for b in args.batch_sizes.split(",")]
+  rows = [bench(args.config, int(b), args.steps, args.dtype, args.profile_top) for b in args.batch_sizes.split(",")]
   rate = max(rate_before, perf.matmul_flops_per_s(args.matmul_size))
   print(f"fp32 matmul {args.matmul_size}^2: {rate / 1e9:.1f} GFLOP/s (the higher of before/after)")
   for r in rows:
@@ -149,6 +163,12 @@ def main() -> None:
           f"{r['infer_videos_per_s']:.2f} | {100 * r['infer_flops_per_s'] / rate:.0f}% | "
           f"{r['train_s_per_step']:.2f} | {100 * r['train_flops_per_s'] / rate:.0f}% | "
           f"{r['peak_memory_gib']:.2f} GiB ({r['memory_kind']}) |")
+  for r in rows:
+    if r["train_op_time_by_kind"]:
+      print(f"\ntraining step, batch {r['batch']}: op time by kind (one traced step, "
+            f"{r['train_s_per_step']:.2f} s median wall)")
+      for p in r["train_op_time_by_kind"]:
+        print(f"  {p['kind']:40s} {p['s']:7.2f} s  {p['count']:5d} ops")
 
 
 if __name__ == "__main__":

@@ -98,7 +98,10 @@ class Conv(nnx.Module):
       # pixel: the same MACs, and on CPU faster to differentiate than XLA's convolution
       # (with ResNet's strided downsampling ones: the paper-setting training step -11%, RESULTS).
       s = self.stride
-      return jnp.dot(x[:, ::s, ::s].astype(self.dtype), self.kernel[0, 0].astype(self.dtype))
+      x, kernel = x[:, ::s, ::s].astype(self.dtype), self.kernel[0, 0].astype(self.dtype)
+      if _CPU_REWRITES[0] and jax.default_backend() == "cpu":
+        return pointwise_matmul(x, kernel)
+      return jnp.dot(x, kernel)
     if (self.groups == 1 and min(x.shape[1:3]) <= self.kernel.shape[0] and _CPU_REWRITES[0]
         and jax.default_backend() == "cpu"):
       # A map no larger than the kernel (ResNet's last stage on small patches): XLA's CPU
@@ -186,6 +189,35 @@ def _taps_bwd(stride, padding, res, dy):
 
 
 depthwise_taps.defvjp(_taps_fwd, _taps_bwd)
+
+
+@jax.custom_vjp
+def pointwise_matmul(x: Array, kernel: Array) -> Array:
+  """x [..., Cin] @ kernel [Cin, Cout], with a derivative that suits XLA's CPU matmuls.
+
+  The kernel gradient contracts the N*H*W pixels of x and dy; XLA's CPU matmul wants the
+  contracted axis minor in its right operand, so one of them is transposed, and XLA fuses that
+  transpose into the op producing it. Fused into dy's batch-norm backward with few channels it ran
+  ~4x slower than on the wider operand, so the wider one is put on the right (ResNet-50 at 128 on
+  64 patches, forward+backward: 6.9 -> 5.8 s; RESULTS)."""
+  return jnp.dot(x, kernel)
+
+
+def _pointwise_fwd(x, kernel):
+  return jnp.dot(x, kernel), (x, kernel)
+
+
+def _pointwise_bwd(res, dy):
+  x, kernel = res
+  pixels = (tuple(range(x.ndim - 1)),) * 2
+  if x.shape[-1] > dy.shape[-1]:
+    dk = jnp.tensordot(dy, x, axes=pixels).T
+  else:
+    dk = jnp.tensordot(x, dy, axes=pixels)
+  return jnp.dot(dy, kernel.T), dk
+
+
+pointwise_matmul.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
 def conv_taps_matmul(x: Array, kernel: Array, stride: int, padding: int) -> Array:
