@@ -149,7 +149,8 @@ def main() -> None:
   device = jax.devices()[0]
   print(f"device: {device.platform} {device.device_kind} x{jax.device_count()}", flush=True)
   rate_before = perf.matmul_flops_per_s(args.matmul_size)
-  rows = [bench(args.config, int(b), args.steps, args.dtype, args.profile_top) for b in args.batch_sizes.split(",")]
+  rows = [bench(args.config, int(b), args.steps, args.dtype, args.profile_top)
+          for b in args.batch_sizes.split(",")]
   rate = max(rate_before, perf.matmul_flops_per_s(args.matmul_size))
   print(f"fp32 matmul {args.matmul_size}^2: {rate / 1e9:.1f} GFLOP/s (the higher of before/after)")
   for r in rows:

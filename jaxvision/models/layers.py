@@ -91,7 +91,7 @@ class Conv(nnx.Module):
   def __call__(self, x: Array) -> Array:
     p = self.padding
     depthwise = self.groups > 1 and self.kernel.shape[2] == 1 and self.groups == self.kernel.shape[3]
-    if depthwise and _CPU_REWRITES[0] and jax.default_backend() == "cpu":
+    if depthwise and _cpu_rewrites():
       return depthwise_taps(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride, p)
     if self.kernel.shape[:2] == (1, 1) and self.groups == 1:
       # A pointwise convolution (padding 0) is a matmul over the channels of every stride-th
@@ -99,11 +99,10 @@ class Conv(nnx.Module):
       # (with ResNet's strided downsampling ones: the paper-setting training step -11%, RESULTS).
       s = self.stride
       x, kernel = x[:, ::s, ::s].astype(self.dtype), self.kernel[0, 0].astype(self.dtype)
-      if _CPU_REWRITES[0] and jax.default_backend() == "cpu":
+      if _cpu_rewrites():
         return pointwise_matmul(x, kernel)
       return jnp.dot(x, kernel)
-    if (self.groups == 1 and min(x.shape[1:3]) <= self.kernel.shape[0] and _CPU_REWRITES[0]
-        and jax.default_backend() == "cpu"):
+    if self.groups == 1 and min(x.shape[1:3]) <= self.kernel.shape[0] and _cpu_rewrites():
       # A map no larger than the kernel (ResNet's last stage on small patches): XLA's CPU
       # convolution swaps the operands here into a layout that runs ~100x slower than kh*kw matmuls.
       return conv_taps_matmul(x.astype(self.dtype), self.kernel[...].astype(self.dtype),
@@ -115,6 +114,12 @@ class Conv(nnx.Module):
 
 
 _CPU_REWRITES = [True]
+
+
+def _cpu_rewrites() -> bool:
+  """Whether to trace the CPU's faster forms (off on other backends and in
+  ``standard_convolutions``)."""
+  return _CPU_REWRITES[0] and jax.default_backend() == "cpu"
 
 
 @contextlib.contextmanager
@@ -204,7 +209,7 @@ def pointwise_matmul(x: Array, kernel: Array) -> Array:
 
 
 def _pointwise_fwd(x, kernel):
-  return jnp.dot(x, kernel), (x, kernel)
+  return pointwise_matmul(x, kernel), (x, kernel)
 
 
 def _pointwise_bwd(res, dy):
